@@ -58,18 +58,21 @@ def per_example_loss(logits: Tensor, y: Tensor, loss: str = "ce") -> Tensor:
     return others.amax(dim=1) - true
 
 
-def _step(x: Tensor, x_adv: Tensor, grad: Tensor, step: float, eps: float, norm: str) -> Tensor:
-    """One ascent step of size ``step`` (negative to descend), then projection and clamp."""
+def _step(x: Tensor, x_adv: Tensor, grad: Tensor, step: float, eps: float, norm: str,
+          box: tuple[Tensor, Tensor] | None) -> Tensor:
+    """One ascent step of size ``step`` (negative to descend), then projection and clamp.
+
+    For Linf, projecting onto the eps-box and clamping to [0, 1] is one clamp to the
+    precomputed ``box = (max(x - eps, 0), min(x + eps, 1))``. ``grad`` is consumed (it is
+    overwritten); ``x`` and ``x_adv`` are not.
+    """
     if norm == "linf":
-        x_adv = x_adv + step * grad.sign()
-        delta = (x_adv - x).clamp(-eps, eps)
-    else:
-        g_norm = grad.flatten(1).norm(dim=1).clamp_min(_TINY).view(-1, 1, 1, 1)  # (N, 1, 1, 1)
-        x_adv = x_adv + step * grad / g_norm
-        delta = x_adv - x
-        d_norm = delta.flatten(1).norm(dim=1).clamp_min(_TINY).view(-1, 1, 1, 1)
-        delta = delta * (eps / d_norm).clamp(max=1.0)
-    return (x + delta).clamp(0.0, 1.0)
+        lo, hi = box
+        return torch.add(x_adv, grad.sign_(), alpha=step).clamp_(lo, hi)
+    g_norm = grad.flatten(1).norm(dim=1).clamp_min(_TINY).view(-1, 1, 1, 1)  # (N, 1, 1, 1)
+    delta = torch.addcdiv(x_adv, grad, g_norm, value=step).sub_(x)
+    d_norm = delta.flatten(1).norm(dim=1).clamp_min(_TINY).view(-1, 1, 1, 1)
+    return torch.addcmul(x, delta, (eps / d_norm).clamp_(max=1.0)).clamp_(0.0, 1.0)
 
 
 def _random_starts(x: Tensor, eps: float, norm: str, restarts: int,
@@ -85,7 +88,7 @@ def _random_starts(x: Tensor, eps: float, norm: str, restarts: int,
     extra = 0 if norm == "linf" else 1
     u = torch.rand(n, restarts, d + extra, generator=generator, device=x.device, dtype=x.dtype)
     if norm == "linf":
-        return (2.0 * u - 1.0) * eps
+        return u.mul_(2.0 * eps).sub_(eps)
     # rand may return exactly 0, whose normal quantile is -inf.
     gauss = torch.special.ndtri(u[..., :d].clamp_min(torch.finfo(x.dtype).eps / 2))
     direction = gauss / gauss.norm(dim=-1, keepdim=True)
@@ -102,6 +105,7 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float,
         return x.clone()
     step = -alpha if targeted else alpha
     starts = _random_starts(x, eps, norm, restarts, generator) if random_start and eps > 0 else None
+    box = ((x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)) if norm == "linf" else None
     checked = False
     best_x, best_obj = x, None
     with eval_mode(model):
@@ -114,7 +118,7 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float,
                     check_logits(logits, y, x.shape[0])
                     checked = True
                 (grad,) = torch.autograd.grad(per_example_loss(logits, y, loss).sum(), x_in)
-                x_adv = _step(x, x_in.detach(), grad, step, eps, norm)
+                x_adv = _step(x, x_in.detach(), grad, step, eps, norm, box)
             if restarts == 1:
                 best_x = x_adv
                 break
