@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build --all .
+	$(BIN)/jupyter-book build --all -W --keep-going .
 
 bench: $(STAMP)
 	$(BIN)/python bench/attacks.py

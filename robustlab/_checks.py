@@ -95,11 +95,18 @@ def check_generator(generator: object, x: Tensor) -> None:
         )
 
 
-def check_logits(logits: object, y: Tensor, n: int) -> Tensor:
+def check_flag(value: object, name: str) -> None:
+    """Checks that a switch such as ``targeted`` is a real bool (not a string or a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def check_logits(logits: object, y: Tensor, n: int, stacklevel: int = 3) -> Tensor:
     """Checks a model's output on a batch of ``n`` images against the labels ``y``.
 
     Raises if the output is not (N, K) or a label is >= K; warns if the rows look like
-    probabilities, because attacks and losses here expect unnormalised logits.
+    probabilities, because attacks and losses here expect unnormalised logits. ``stacklevel``
+    makes the warning point at the user's call.
     """
     if not isinstance(logits, Tensor):
         raise TypeError(f"model must return a Tensor of logits (N, K), got {type(logits).__name__}")
@@ -123,7 +130,7 @@ def check_logits(logits: object, y: Tensor, n: int) -> Tensor:
         warnings.warn(
             "the model's outputs are non-negative and sum to 1 per row: they look like "
             "probabilities, but attacks expect logits; remove the final softmax",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return logits
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ._checks import (
     check_choice,
+    check_flag,
     check_generator,
     check_images,
     check_labels,
@@ -115,7 +116,7 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float,
                 x_in = x_adv.detach().requires_grad_(True)
                 logits = model(x_in)
                 if not checked:
-                    check_logits(logits, y, x.shape[0])
+                    check_logits(logits, y, x.shape[0], stacklevel=4)
                     checked = True
                 (grad,) = torch.autograd.grad(per_example_loss(logits, y, loss).sum(), x_in)
                 x_adv = _step(x, x_in.detach(), grad, step, eps, norm, box)
@@ -125,7 +126,7 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float,
             with torch.no_grad():
                 logits = model(x_adv)
                 if not checked:
-                    check_logits(logits, y, x.shape[0])
+                    check_logits(logits, y, x.shape[0], stacklevel=4)
                     checked = True
                 obj = per_example_loss(logits, y, loss)
                 obj = -obj if targeted else obj
@@ -158,6 +159,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, targeted: bool =
     check_images(x)
     check_labels(y, x)
     check_number(eps, "eps", low=0.0)
+    check_flag(targeted, "targeted")
     return _attack(model, x, y, eps=eps, alpha=eps, steps=1, norm="linf", random_start=False,
                    restarts=1, targeted=targeted, loss="ce", generator=None)
 
@@ -182,6 +184,7 @@ def fgm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, targeted: bool = 
     check_images(x)
     check_labels(y, x)
     check_number(eps, "eps", low=0.0)
+    check_flag(targeted, "targeted")
     return _attack(model, x, y, eps=eps, alpha=eps, steps=1, norm="l2", random_start=False,
                    restarts=1, targeted=targeted, loss="ce", generator=None)
 
@@ -223,6 +226,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, ste
     check_number(alpha, "alpha", low=0.0, strict=True)
     check_number(steps, "steps", low=0, integer=True)
     check_number(restarts, "restarts", low=1, integer=True)
+    check_flag(random_start, "random_start")
+    check_flag(targeted, "targeted")
     check_generator(generator, x)
     return _attack(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm,
                    random_start=random_start, restarts=restarts, targeted=targeted, loss=loss,

@@ -303,6 +303,8 @@ def _bad_calls(model, x, y):
         "restarts zero": (lambda: rl.pgd(model, x, y, restarts=0, **ok), ValueError, "restarts must be >= 1"),
         "unknown norm": (lambda: rl.pgd(model, x, y, norm="l1", **ok), ValueError, "'linf', 'l2'"),
         "unknown loss": (lambda: rl.pgd(model, x, y, loss="hinge", **ok), ValueError, "'ce', 'cw'"),
+        "targeted string": (lambda: rl.pgd(model, x, y, targeted="yes", **ok), TypeError, "targeted must be True or False"),
+        "random_start int": (lambda: rl.pgd(model, x, y, random_start=1, **ok), TypeError, "random_start must be True or False"),
         "bad generator": (lambda: rl.pgd(model, x, y, generator=0, **ok), TypeError, "torch.Generator"),
         "output 1-D": (lambda: rl.pgd(nn.Sequential(model, nn.Flatten(0)), x, y, **ok), ValueError, r"\(N, K\)"),
         "output wrong N": (lambda: rl.fgsm(lambda t: model(t)[:1], x, y, eps=0.1), ValueError, r"\(N, K\)"),
@@ -328,8 +330,12 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(case, small_cnn, mni
 def test_probability_outputs_get_a_warning(small_cnn, mnist_batch):
     x, y = mnist_batch
     softmaxed = nn.Sequential(small_cnn, nn.Softmax(dim=1))
-    with pytest.warns(UserWarning, match="look like probabilities"):
+    with pytest.warns(UserWarning, match="look like probabilities") as record:
         rl.pgd(softmaxed, x, y, eps=0.3, alpha=0.1, steps=2)
+    assert record[0].filename == __file__  # it points at the caller's line
+    with pytest.warns(UserWarning, match="look like probabilities") as record:
+        rl.robust_accuracy(softmaxed, x, y, [])
+    assert record[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rl.pgd(small_cnn, x, y, eps=0.3, alpha=0.1, steps=2)  # logits: no warning
