@@ -1,0 +1,208 @@
+"""Command line: ``robustlab train | evaluate | zoo list | zoo build`` (also ``python -m robustlab``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+DESCRIPTION = """\
+robustlab: adversarial robustness and interpretability, from the command line.
+
+  robustlab zoo list                       the shipped models and their headline numbers
+  robustlab evaluate mnist-pgd-linf-0.3    robustness report of a zoo model (or a .safetensors file)
+  robustlab train --method pgd --eps 0.3 --out my-model.safetensors
+  robustlab zoo build mnist-standard       retrain a zoo model from scratch
+
+Data come from --data-root, else $ROBUSTLAB_DATA, else a user cache folder; offline, the MNIST
+test split falls back to 5,000 embedded digits (the report says which it used).
+"""
+
+
+def _add_train(sub):
+    from .train import METHODS, OPTIMIZERS, SCHEDULES, TrainConfig
+
+    p = sub.add_parser("train", help="train a model on MNIST (train split minus the embedded 5,000)",
+                       description="Train a model with one of robustlab's methods and save it as "
+                                   "safetensors with a JSON card beside it.")
+    defaults = TrainConfig()
+    p.add_argument("--arch", default="small-cnn", help="architecture (default: small-cnn)")
+    p.add_argument("--method", default="standard", choices=METHODS, help="training method")
+    p.add_argument("--out", required=True, type=Path, help="where to write the .safetensors file")
+    p.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="per-epoch checkpoint; an existing one is resumed")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N examples only")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "method":
+            continue
+        default = getattr(defaults, field.name)
+        kind = type(default) if default is not None else float
+        extra = {"choices": {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "norm": ("linf", "l2")}[field.name]} \
+            if field.name in ("optimizer", "schedule", "norm") else {}
+        p.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=default,
+                       help=f"(default: {default})", **extra)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from safetensors.torch import save_file
+
+    from . import data, models
+    from .train import TrainConfig, fit
+
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**fields)
+    config.validate()
+    x, y = data.load("mnist", "train", root=args.data_root, download=False, exclude_embedded=True)
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    torch.manual_seed(config.seed)
+    model = models.create(args.arch)
+    result = fit(model, (x, y), config, checkpoint=args.checkpoint)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.out))
+    card = {"architecture": args.arch, "config": config.to_dict(), "history": result.history,
+            "stopped": result.stopped, "examples": int(x.shape[0])}
+    args.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"saved {args.out} (+ .json); last epoch: {result.history[-1]}")
+    if result.stopped:
+        print(f"note: {result.stopped}")
+    return 0
+
+
+def _load_model(spec: str):
+    from . import models, zoo
+
+    path = Path(spec)
+    if path.suffix == ".safetensors":
+        if not path.exists():
+            raise SystemExit(f"error: no model file {path}")
+        from safetensors.torch import load_file
+
+        card_path = path.with_suffix(".json")
+        arch = json.loads(card_path.read_text())["architecture"] if card_path.exists() else "small-cnn"
+        model = models.create(arch)
+        model.load_state_dict(load_file(str(path)))
+        return path.stem, model.eval()
+    return spec, zoo.load(spec)
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="robustness report: clean, FGSM/FGM, PGD-40, PGD-100 with restarts",
+                       description="Evaluate models under Linf 0.1/0.2/0.3 and L2 1.0/2.0 (attacks run "
+                                   "as a cascade: each column is the worst case so far, per example), "
+                                   "plus FGM at L2 eps 5.")
+    p.add_argument("models", nargs="+", help="zoo names (see `robustlab zoo list`) or .safetensors files")
+    p.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
+    p.add_argument("-n", "--n", type=int, default=None, help="evaluate on the first N test examples")
+    p.add_argument("--restarts", type=int, default=5, help="restarts of the final PGD-100 (default: 5)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
+    p.add_argument("--update-cards", action="store_true",
+                   help="store the measured numbers in the zoo models' cards")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from . import report, zoo
+    from .train import evaluate_accuracy
+    from .data import embedded_mnist
+
+    test = report.eval_set(root=args.data_root, n=args.n)
+    print(f"data: {test.source}")
+    csv_parts, md_parts = [], []
+    for spec in args.models:
+        name, model = _load_model(spec)
+        rows = report.robustness_report(model, test.x, test.y, restarts=args.restarts,
+                                        batch_size=args.batch_size, progress=True)
+        md = report.to_markdown(rows, name, test.source)
+        print(md)
+        csv_parts.append(report.to_csv(rows, name))
+        md_parts.append(md)
+        if args.update_cards:
+            if name not in zoo.names():
+                raise SystemExit(f"error: --update-cards needs zoo models, {spec!r} is not one")
+            emb = embedded_mnist()
+            zoo.update_metrics(name, {
+                "report": {"data": test.source, "rows": [r._asdict() for r in rows]},
+                "embedded_clean_accuracy": evaluate_accuracy(model, emb.x, emb.y),
+            })
+    if args.csv:
+        args.csv.write_text(csv_parts[0] + "".join(p.split("\n", 1)[1] for p in csv_parts[1:]))
+    if args.markdown:
+        args.markdown.write_text("\n".join(md_parts))
+    return 0
+
+
+def _add_zoo(sub):
+    p = sub.add_parser("zoo", help="list or rebuild the model zoo",
+                       description="The model zoo: trained MNIST models (safetensors + JSON cards).")
+    zsub = p.add_subparsers(dest="zoo_command", required=True)
+    ls = zsub.add_parser("list", help="the shipped models with method, training time and accuracy")
+    ls.set_defaults(func=_cmd_zoo_list)
+    b = zsub.add_parser("build", help="retrain zoo models from scratch with their recipes",
+                        description="Retrain zoo models on MNIST train minus the embedded 5,000 "
+                                    "digits. Needs the full MNIST: --data-root or $ROBUSTLAB_DATA.")
+    b.add_argument("names", nargs="*", help="models to build (default: all recipes)")
+    b.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
+    b.add_argument("--out", type=Path, default=None, help="output folder (default: the package's zoo)")
+    b.set_defaults(func=_cmd_zoo_build)
+
+
+def _cmd_zoo_list(args) -> int:
+    from . import zoo
+
+    print(f"{'name':24} {'method':9} {'train min':>9} {'clean (embedded)':>17}")
+    for name in zoo.names():
+        c = zoo.card(name)
+        acc = c.get("metrics", {}).get("embedded_clean_accuracy")
+        acc_s = f"{100 * acc:.2f} %" if acc is not None else "–"
+        print(f"{name:24} {c['method']:9} {c['training']['seconds'] / 60:9.1f} {acc_s:>17}")
+    return 0
+
+
+def _cmd_zoo_build(args) -> int:
+    from . import zoo
+
+    names = args.names or list(zoo.RECIPES)
+    unknown = [n for n in names if n not in zoo.RECIPES]
+    if unknown:
+        raise SystemExit(f"error: no recipe for {', '.join(unknown)}; known: {', '.join(zoo.RECIPES)}")
+    for name in names:
+        info = zoo.build(name, out=args.out, data_root=args.data_root)
+        print(f"built {name}: {info['training']['seconds'] / 60:.1f} min, "
+              f"last epoch {info['training']['history'][-1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustlab", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_zoo(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The model zoo: trained MNIST models as safetensors, each with a JSON model card.
+
+``load(name)`` returns the model in eval mode after checking the sha256 of its weights against
+its card; ``names()`` lists what is shipped; ``build(name)`` retrains an entry from scratch with
+the recipe in ``RECIPES`` (on MNIST train minus the embedded 5,000, which stay held out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import data, models, train
+
+__all__ = ["load", "names", "card", "build", "update_metrics", "RECIPES", "ZOO_DIR", "ZooError"]
+
+log = logging.getLogger(__name__)
+
+ZOO_DIR = Path(__file__).resolve().parent
+
+_BASE = dict(batch_size=100, optimizer="adam", lr=1e-3, schedule="cosine", seed=0)
+
+# name -> (architecture, TrainConfig fields). All are Wong et al.'s small CNN: 0.67 MB each.
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "mnist-standard": ("small-cnn", dict(_BASE, method="standard", epochs=10)),
+    "mnist-pgd-linf-0.1": ("small-cnn", dict(_BASE, method="pgd", eps=0.1, steps=10, epochs=10, eps_ramp_epochs=2)),
+    "mnist-pgd-linf-0.2": ("small-cnn", dict(_BASE, method="pgd", eps=0.2, steps=10, epochs=10, eps_ramp_epochs=2)),
+    "mnist-pgd-linf-0.3": ("small-cnn", dict(_BASE, method="pgd", eps=0.3, steps=10, epochs=20, eps_ramp_epochs=5)),
+    "mnist-pgd-l2-2.0": ("small-cnn", dict(_BASE, method="pgd", norm="l2", eps=2.0, steps=10, epochs=10, eps_ramp_epochs=2)),
+    "mnist-trades-linf-0.3": ("small-cnn", dict(_BASE, method="trades", eps=0.3, steps=10, beta=6.0, epochs=15, eps_ramp_epochs=5)),
+    "mnist-fgsm-linf-0.3": ("small-cnn", dict(_BASE, method="fgsm", eps=0.3, epochs=10)),
+    "mnist-gradreg": ("small-cnn", dict(_BASE, method="gradreg", lam=10.0, epochs=10)),
+    "mnist-gaussian-0.25": ("small-cnn", dict(_BASE, method="gaussian", sigma=0.25, epochs=10)),
+    "mnist-gaussian-0.5": ("small-cnn", dict(_BASE, method="gaussian", sigma=0.5, epochs=10)),
+    "mnist-gaussian-1.0": ("small-cnn", dict(_BASE, method="gaussian", sigma=1.0, epochs=10)),
+}
+
+
+class ZooError(RuntimeError):
+    """A zoo entry is missing, unknown or corrupted."""
+
+
+def _paths(name: str, root: Path | None = None) -> tuple[Path, Path]:
+    root = ZOO_DIR if root is None else Path(root)
+    return root / f"{name}.safetensors", root / f"{name}.json"
+
+
+def names(root: str | Path | None = None) -> list[str]:
+    """The names of the shipped models (those with both weights and a card), sorted."""
+    root = ZOO_DIR if root is None else Path(root)
+    return sorted(p.stem for p in root.glob("*.json") if p.with_suffix(".safetensors").exists())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def card(name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """The model card of ``name`` as a dict (architecture, recipe, data, metrics, sha256)."""
+    weights, card_path = _paths(name, root)
+    if not card_path.exists():
+        known = names(root) or sorted(RECIPES)
+        raise ZooError(f"no zoo model named {name!r} (no card at {card_path}); known models: "
+                       f"{', '.join(known)}")
+    return json.loads(card_path.read_text())
+
+
+def update_metrics(name: str, metrics: dict[str, Any], root: str | Path | None = None) -> dict[str, Any]:
+    """Merges measured ``metrics`` into the card of ``name`` and writes it back."""
+    info = card(name, root)
+    info.setdefault("metrics", {}).update(metrics)
+    _paths(name, root)[1].write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def load(name: str, *, root: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """A zoo model in eval mode, after verifying the sha256 of its weights.
+
+    Args:
+        name: one of :func:`names`, e.g. ``"mnist-pgd-linf-0.3"``.
+        root: folder holding ``<name>.safetensors`` and ``<name>.json`` (default: the package's).
+        device: where to put the model.
+
+    Returns:
+        The ``nn.Module``, mapping (N, 1, 28, 28) images in [0, 1] to (N, 10) logits.
+    """
+    from safetensors.torch import load_file
+
+    info = card(name, root)
+    weights, _ = _paths(name, root)
+    if not weights.exists():
+        raise ZooError(f"the weights of {name!r} are missing: expected {weights}; rebuild them "
+                       f"with `robustlab zoo build {name}`")
+    digest = _sha256(weights)
+    if digest != info["sha256"]:
+        raise ZooError(f"the weights of {name!r} at {weights} are corrupted: sha256 {digest[:12]}... "
+                       f"differs from the card's {info['sha256'][:12]}...; reinstall robustlab or "
+                       f"rebuild with `robustlab zoo build {name}`")
+    model = models.create(info["architecture"])
+    model.load_state_dict(load_file(str(weights)))
+    return model.to(device).eval()
+
+
+def build(name: str, *, out: str | Path | None = None, data_root: str | Path | None = None,
+          checkpoint_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Trains zoo entry ``name`` from scratch with its recipe and writes weights and card.
+
+    Training data: MNIST train minus the embedded 5,000 digits (``exclude_embedded=True``),
+    from ``data_root`` or ``$ROBUSTLAB_DATA``. A checkpoint per epoch lets a killed build resume.
+
+    Args:
+        name: a key of ``RECIPES``.
+        out: folder for ``<name>.safetensors`` and ``<name>.json`` (default: the package's).
+        data_root: MNIST root in torchvision's layout.
+        checkpoint_dir: where the per-epoch checkpoint goes (default: ``out``/checkpoints).
+        progress: show tqdm bars.
+
+    Returns:
+        The model card written.
+    """
+    from safetensors.torch import save_file
+
+    if name not in RECIPES:
+        raise ZooError(f"no recipe for {name!r}; known recipes: {', '.join(RECIPES)}")
+    arch, fields = RECIPES[name]
+    config = train.TrainConfig(**fields)
+    config.validate()
+    out = ZOO_DIR if out is None else Path(out)
+    ckpt_dir = out / "checkpoints" if checkpoint_dir is None else Path(checkpoint_dir)
+    x, y = data.load("mnist", "train", root=data_root, download=False, exclude_embedded=True)
+    torch.manual_seed(config.seed)
+    model = models.create(arch)
+    result = train.fit(model, (x, y), config, checkpoint=ckpt_dir / f"{name}.pt", progress=progress)
+    weights, card_path = _paths(name, out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    info = {
+        "name": name,
+        "architecture": arch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "method": config.method,
+        "config": config.to_dict(),
+        "data": {"dataset": "mnist", "split": "train", "exclude_embedded": True,
+                 "examples": int(x.shape[0])},
+        "seed": config.seed,
+        "training": {
+            "seconds": round(sum(h["seconds"] for h in result.history), 1),
+            "epochs_run": len(result.history),
+            "stopped": result.stopped,
+            "history": result.history,
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+                       f"{'cuda' if next(model.parameters()).is_cuda else 'cpu'}",
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        },
+        "metrics": {"embedded_clean_accuracy": train.evaluate_accuracy(model, *data.embedded_mnist())},
+        "sha256": _sha256(weights),
+    }
+    card_path.write_text(json.dumps(info, indent=2) + "\n")
+    return info

@@ -1,0 +1,83 @@
+"""The model zoo: offline loading, checksums, cards, size, and the build pipeline on tiny data."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from robustlab import data, zoo
+from robustlab.train import evaluate_accuracy
+
+from .test_data import write_mnist_like
+
+SHIPPED = zoo.names()
+
+
+def test_shipped_models_have_recipes_and_fit_the_size_budget():
+    assert SHIPPED, "the zoo ships no model"
+    assert set(SHIPPED) <= set(zoo.RECIPES)
+    total = sum((zoo.ZOO_DIR / f"{n}.safetensors").stat().st_size for n in SHIPPED)
+    assert total < 20 * 2 ** 20
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_zoo_model_loads_offline_and_reproduces_its_card(name, embedded):
+    model = zoo.load(name)
+    card = zoo.card(name)
+    assert not model.training
+    assert card["name"] == name and card["data"]["exclude_embedded"] is True
+    assert card["config"]["method"] == card["method"] == zoo.RECIPES[name][1]["method"]
+    measured = evaluate_accuracy(model, embedded.x, embedded.y)
+    assert abs(measured - card["metrics"]["embedded_clean_accuracy"]) <= 0.005
+
+
+def test_corrupted_or_missing_weights_get_a_clear_error(tmp_path):
+    name = SHIPPED[0]
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(zoo.ZOO_DIR / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    assert zoo.load(name, root=tmp_path) is not None
+    raw = bytearray((tmp_path / f"{name}.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (tmp_path / f"{name}.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(zoo.ZooError, match="corrupted: sha256 .* differs from the card's"):
+        zoo.load(name, root=tmp_path)
+    (tmp_path / f"{name}.safetensors").unlink()
+    with pytest.raises(zoo.ZooError, match="weights of .* are missing.*robustlab zoo build"):
+        zoo.load(name, root=tmp_path)
+    with pytest.raises(zoo.ZooError, match="no zoo model named 'mnist-huge'"):
+        zoo.load("mnist-huge")
+
+
+def test_build_writes_weights_and_a_card_that_load_accepts(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=300).astype(np.uint8)
+    write_mnist_like(tmp_path / "data", "MNIST", images, labels, images[:10], labels[:10])
+    monkeypatch.setitem(zoo.RECIPES, "mnist-tiny", ("small-cnn", dict(method="fgsm_rs", eps=0.1, epochs=2,
+                                                                     batch_size=100)))
+    out = tmp_path / "zoo"
+    info = zoo.build("mnist-tiny", out=out, data_root=tmp_path / "data", progress=False)
+    assert zoo.names(out) == ["mnist-tiny"]
+    card = json.loads((out / "mnist-tiny.json").read_text())
+    assert card == info and card["data"]["examples"] == 300 and card["training"]["epochs_run"] == 2
+    assert card["parameters"] == 166_406 and len(card["sha256"]) == 64
+    model = zoo.load("mnist-tiny", root=out)
+    emb = data.embedded_mnist()
+    assert evaluate_accuracy(model, emb.x, emb.y) == card["metrics"]["embedded_clean_accuracy"]
+    assert (out / "checkpoints" / "mnist-tiny.pt").exists()
+    with pytest.raises(zoo.ZooError, match="no recipe for 'mnist-nothing'"):
+        zoo.build("mnist-nothing", out=out, data_root=tmp_path / "data")
+
+
+def test_update_metrics_merges_into_the_card(tmp_path):
+    name = SHIPPED[0]
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(zoo.ZOO_DIR / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    before = zoo.card(name, tmp_path)
+    zoo.update_metrics(name, {"report": {"rows": []}}, root=tmp_path)
+    after = zoo.card(name, tmp_path)
+    assert after["metrics"]["report"] == {"rows": []}
+    assert after["metrics"]["embedded_clean_accuracy"] == before["metrics"]["embedded_clean_accuracy"]
+    zoo.load(name, root=tmp_path)  # the checksum covers the weights, not the card
