@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustlab-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test book bench clean
+.PHONY: setup test book bench zoo clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ book: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/attacks.py
+	$(BIN)/python bench/train.py
+
+# Retrain every zoo model from scratch (needs the full MNIST under $$ROBUSTLAB_DATA).
+zoo: $(STAMP)
+	$(BIN)/robustlab zoo build
 
 clean:
 	rm -rf _build .pytest_cache

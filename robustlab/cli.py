@@ -65,6 +65,11 @@ def _cmd_train(args) -> int:
     torch.manual_seed(config.seed)
     model = models.create(args.arch)
     result = fit(model, (x, y), config, checkpoint=args.checkpoint)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        if rank != 0:  # under torchrun every process holds the same weights: one writes them
+            return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.out))
     card = {"architecture": args.arch, "config": config.to_dict(), "history": result.history,
@@ -101,7 +106,11 @@ def _add_evaluate(sub):
     p.add_argument("models", nargs="+", help="zoo names (see `robustlab zoo list`) or .safetensors files")
     p.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
     p.add_argument("-n", "--n", type=int, default=None, help="evaluate on the first N test examples")
-    p.add_argument("--restarts", type=int, default=5, help="restarts of the final PGD-100 (default: 5)")
+    p.add_argument("--restarts", type=int, default=5, help="restarts of the final PGD (default: 5)")
+    p.add_argument("--final-steps", type=int, default=100, help="steps of the final PGD (default: 100)")
+    p.add_argument("--threat-models", default=None,
+                   help="comma-separated, e.g. 'linf:0.3,l2:2.0,l2:5:single' (default: Linf 0.1/0.2/0.3, "
+                        "L2 1.0/2.0, and FGM at L2 5)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
@@ -115,12 +124,16 @@ def _cmd_evaluate(args) -> int:
     from .train import evaluate_accuracy
     from .data import embedded_mnist
 
+    threats = report.DEFAULT_THREAT_MODELS
+    if args.threat_models:
+        threats = [report.parse_threat_model(t) for t in args.threat_models.split(",")]
     test = report.eval_set(root=args.data_root, n=args.n)
     print(f"data: {test.source}")
     csv_parts, md_parts = [], []
     for spec in args.models:
         name, model = _load_model(spec)
-        rows = report.robustness_report(model, test.x, test.y, restarts=args.restarts,
+        rows = report.robustness_report(model, test.x, test.y, threat_models=threats,
+                                        restarts=args.restarts, final_steps=args.final_steps,
                                         batch_size=args.batch_size, progress=True)
         md = report.to_markdown(rows, name, test.source)
         print(md)
@@ -130,8 +143,10 @@ def _cmd_evaluate(args) -> int:
             if name not in zoo.names():
                 raise SystemExit(f"error: --update-cards needs zoo models, {spec!r} is not one")
             emb = embedded_mnist()
+            key = "report" if threats == report.DEFAULT_THREAT_MODELS and args.final_steps == 100 else \
+                f"report_pgd{args.final_steps}x{args.restarts}"
             zoo.update_metrics(name, {
-                "report": {"data": test.source, "rows": [r._asdict() for r in rows]},
+                key: {"data": test.source, "rows": [r._asdict() for r in rows]},
                 "embedded_clean_accuracy": evaluate_accuracy(model, emb.x, emb.y),
             })
     if args.csv:

@@ -21,7 +21,7 @@ from . import attacks, data
 from ._checks import check_images, check_labels, check_number
 
 __all__ = ["ThreatModel", "ReportRow", "DEFAULT_THREAT_MODELS", "robustness_report", "eval_set",
-           "to_csv", "to_markdown"]
+           "parse_threat_model", "to_csv", "to_markdown"]
 
 
 class ThreatModel(NamedTuple):
@@ -51,6 +51,7 @@ class ReportRow(NamedTuple):
     pgd100: float | None
     restarts: int
     n: int
+    final_steps: int = 100
 
 
 class EvalSet(NamedTuple):
@@ -88,8 +89,8 @@ def _alpha(eps: float, steps: int) -> float:
 
 def robustness_report(model: nn.Module, x: Tensor, y: Tensor, *,
                       threat_models: Sequence[ThreatModel] = DEFAULT_THREAT_MODELS,
-                      restarts: int = 5, batch_size: int = 500, seed: int = 0,
-                      progress: bool = False) -> list[ReportRow]:
+                      restarts: int = 5, final_steps: int = 100, batch_size: int = 500,
+                      seed: int = 0, progress: bool = False) -> list[ReportRow]:
     """Clean accuracy and the cascade of attacks for every threat model.
 
     Args:
@@ -97,7 +98,8 @@ def robustness_report(model: nn.Module, x: Tensor, y: Tensor, *,
         x: images, (N, C, H, W), in [0, 1].
         y: labels, (N,) int64.
         threat_models: the (norm, eps) pairs to evaluate.
-        restarts: random restarts of the final PGD-100.
+        restarts: random restarts of the final PGD.
+        final_steps: steps of the final PGD (100 by default; 50 for Wong et al.'s protocol).
         batch_size: examples per batch.
         seed: seed of the attacks' random starts.
         progress: show a tqdm bar over threat models.
@@ -108,6 +110,7 @@ def robustness_report(model: nn.Module, x: Tensor, y: Tensor, *,
     check_images(x)
     check_labels(y, x)
     check_number(restarts, "restarts", low=1, integer=True)
+    check_number(final_steps, "final_steps", low=1, integer=True)
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
@@ -121,8 +124,8 @@ def robustness_report(model: nn.Module, x: Tensor, y: Tensor, *,
             cascade += [
                 functools.partial(attacks.pgd, eps=tm.eps, alpha=_alpha(tm.eps, 40), steps=40,
                                   norm=tm.norm, generator=g),
-                functools.partial(attacks.pgd, eps=tm.eps, alpha=_alpha(tm.eps, 100), steps=100,
-                                  norm=tm.norm, restarts=restarts, generator=g),
+                functools.partial(attacks.pgd, eps=tm.eps, alpha=_alpha(tm.eps, final_steps),
+                                  steps=final_steps, norm=tm.norm, restarts=restarts, generator=g),
             ]
         result = attacks.robust_accuracy(model, x, y, cascade, batch_size=batch_size)
         broken = result.broken_by
@@ -131,11 +134,11 @@ def robustness_report(model: nn.Module, x: Tensor, y: Tensor, *,
         rows.append(ReportRow(tm.norm, tm.eps, result.clean_accuracy, after[0],
                               after[1] if len(after) > 1 else None,
                               after[2] if len(after) > 2 else None,
-                              restarts if not tm.single_step_only else 0, x.shape[0]))
+                              restarts if not tm.single_step_only else 0, x.shape[0], final_steps))
     return rows
 
 
-_HEADER = ("norm", "eps", "clean", "single_step", "pgd40", "pgd100", "restarts", "n")
+_HEADER = ReportRow._fields
 
 
 def to_csv(rows: Sequence[ReportRow], model_name: str = "") -> str:
@@ -148,6 +151,19 @@ def to_csv(rows: Sequence[ReportRow], model_name: str = "") -> str:
     return buf.getvalue()
 
 
+def parse_threat_model(text: str) -> ThreatModel:
+    """``"linf:0.3"`` or ``"l2:2.0"`` (append ``":single"`` for FGSM/FGM only) -> ThreatModel."""
+    parts = text.lower().split(":")
+    if len(parts) not in (2, 3) or parts[0] not in attacks.NORMS or (len(parts) == 3 and parts[2] != "single"):
+        raise ValueError(f"threat model {text!r} must look like 'linf:0.3', 'l2:2.0' or 'l2:5:single'")
+    try:
+        eps = float(parts[1])
+    except ValueError:
+        raise ValueError(f"threat model {text!r}: eps {parts[1]!r} is not a number") from None
+    check_number(eps, "eps", low=0.0)
+    return ThreatModel(parts[0], eps, len(parts) == 3)
+
+
 def to_markdown(rows: Sequence[ReportRow], model_name: str = "", source: str = "") -> str:
     """The rows as a Markdown table (accuracies in percent)."""
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"
@@ -155,7 +171,8 @@ def to_markdown(rows: Sequence[ReportRow], model_name: str = "", source: str = "
     if model_name or source:
         lines.append(f"**{model_name}**" + (f" on {source}" if source else ""))
         lines.append("")
-    lines.append("| threat model | clean | FGSM/FGM | + PGD-40 | + PGD-100 x restarts (worst case) |")
+    steps = rows[0].final_steps if rows else 100
+    lines.append(f"| threat model | clean | FGSM/FGM | + PGD-40 | + PGD-{steps} x restarts (worst case) |")
     lines.append("|---|---:|---:|---:|---:|")
     for r in rows:
         norm = "L∞" if r.norm == "linf" else "L2"

@@ -42,7 +42,8 @@ from torch import Tensor, nn
 from . import attacks
 from ._checks import check_choice, check_images, check_labels, check_number, eval_mode
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "training_loss", "METHODS", "evaluate_accuracy"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "training_loss", "METHODS", "evaluate_accuracy",
+           "random_shift"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class TrainConfig:
     # more than this (absolute) below its best.
     guard_drop: float = 0.2
     guard_steps: int = 10
+    # Augmentation: translate each clean image by up to this many pixels (zero padding).
+    shift: int = 0
     seed: int = 0
 
     def validate(self) -> None:
@@ -111,6 +114,7 @@ class TrainConfig:
         check_number(self.sigma, "sigma", low=0.0, strict=True)
         check_number(self.guard_drop, "guard_drop", low=0.0, strict=True)
         check_number(self.guard_steps, "guard_steps", low=1, integer=True)
+        check_number(self.shift, "shift", low=0, integer=True)
         check_number(self.seed, "seed", low=0, integer=True)
         if self.method in ("fgsm_rs", "fgsm") and self.norm != "linf":
             raise ValueError(f"method={self.method!r} is a Linf method, got norm={self.norm!r}; "
@@ -161,6 +165,28 @@ def _generator(seed: int, epoch: int, stream: int, device: torch.device) -> torc
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + epoch * 101 + stream) % (2 ** 63))
     return g
+
+
+def random_shift(x: Tensor, shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Translates each image by its own random (dy, dx) in [-shift, shift], filling with 0.
+
+    Args:
+        x: images, (N, C, H, W).
+        shift: largest translation in pixels, >= 0.
+        generator: random source for the offsets (on x's device).
+
+    Returns:
+        The translated images, same shape as x.
+    """
+    if shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (2, n), generator=generator, device=x.device)
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (N, C, H, W)
 
 
 def _lr_factor(schedule: str, t: float) -> float:
@@ -377,6 +403,7 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
             eps = config.eps * ramp
             sl = order[b * config.batch_size + rank * local_batch: b * config.batch_size + (rank + 1) * local_batch]
             xb, yb = x[sl].to(device, dtype, non_blocking=True), y[sl].to(device, non_blocking=True)
+            xb = random_shift(xb, config.shift, gen)
             loss, logits = training_loss(net, xb, yb, config, eps=eps, generator=gen, attack_model=model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

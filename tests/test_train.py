@@ -207,6 +207,19 @@ def test_fgsm_rs_guard_rolls_back_on_a_collapse(monkeypatch, tmp_path):
     assert all(torch.equal(epoch2[k], v) for k, v in model.state_dict().items())
 
 
+def test_random_shift_translates_each_image_with_zero_fill():
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5) + 1
+    assert torch.equal(train.random_shift(x, 0), x)
+    out = train.random_shift(x, 2, torch.Generator().manual_seed(3))
+    offsets = torch.randint(0, 5, (2, 2), generator=torch.Generator().manual_seed(3))
+    for i in range(2):
+        dy, dx = int(offsets[0, i]) - 2, int(offsets[1, i]) - 2  # content moves by (-dy, -dx)
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        expected = padded[:, 2 + dy:2 + dy + 5, 2 + dx:2 + dx + 5]
+        assert torch.equal(out[i], expected)
+    assert out.shape == x.shape and float(out.sum()) < float(x.sum())  # some pixels left the frame
+
+
 def test_lr_schedules():
     assert train._lr_factor("constant", 0.7) == 1.0
     assert train._lr_factor("cyclic", 0.0) == 0.0

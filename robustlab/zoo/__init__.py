@@ -30,7 +30,7 @@ _BASE = dict(batch_size=100, optimizer="adam", lr=1e-3, schedule="cosine", seed=
 
 # name -> (architecture, TrainConfig fields). All are Wong et al.'s small CNN: 0.67 MB each.
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "mnist-standard": ("small-cnn", dict(_BASE, method="standard", epochs=10)),
+    "mnist-standard": ("small-cnn", dict(_BASE, method="standard", epochs=15, shift=2)),
     "mnist-pgd-linf-0.1": ("small-cnn", dict(_BASE, method="pgd", eps=0.1, steps=10, epochs=10, eps_ramp_epochs=2)),
     "mnist-pgd-linf-0.2": ("small-cnn", dict(_BASE, method="pgd", eps=0.2, steps=10, epochs=10, eps_ramp_epochs=2)),
     "mnist-pgd-linf-0.3": ("small-cnn", dict(_BASE, method="pgd", eps=0.3, steps=10, epochs=20, eps_ramp_epochs=5)),
