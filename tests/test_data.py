@@ -1,7 +1,6 @@
 """Data loading through torchvision's real loaders, on tiny files in their on-disk formats."""
 
 import hashlib
-import os
 import pickle
 import struct
 import urllib.error
@@ -117,7 +116,6 @@ def test_offline_mnist_test_falls_back_to_the_embedded_set(tmp_path):
 
 
 def _no_network(monkeypatch):
-    from torchvision.datasets import MNIST
 
     calls = []
 

@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from robustlab import data, zoo
 from robustlab.train import evaluate_accuracy
