@@ -5,7 +5,8 @@
 (b) robustlab PGD time / torchattacks PGD time, same settings, measured in the same run,
     interleaved; target <= 1.0.
 
-Each repeat times the three back to back, in a rotating order; the printed ratios are medians of the\nper-repeat ratios, with their range, after a warm-up. Run ``python bench/attacks.py
+Each repeat times the three back to back, in a rotating order; the printed ratios are medians of the
+per-repeat ratios, with their range, after a warm-up. Run ``python bench/attacks.py
 --help`` for the options; ``make bench`` runs the default CPU configuration.
 """
 

@@ -64,7 +64,8 @@ def test_eval_set_says_which_data_it_used(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"],
-                                  ["zoo", "--help"], ["zoo", "build", "--help"]])
+                                  ["certify", "--help"], ["zoo", "--help"],
+                                  ["zoo", "build", "--help"]])
 def test_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
@@ -101,6 +102,26 @@ def test_train_and_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
                      "--restarts", "2"]) == 0
     assert "+ PGD-50 x restarts" in capsys.readouterr().out
     assert cli.main(["evaluate", name, "--threat-models", "linf"]) == 2
+
+
+def test_certify_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ROBUSTLAB_DATA", str(tmp_path / "nodata"))
+    args = ["certify", "mnist-gaussian-0.5", "--sigma", "0.5,0.25", "-N", "4", "--n0", "20", "--n", "300",
+            "--radii", "0,0.5", "--results-dir", str(tmp_path / "res"), "--markdown", str(tmp_path / "s.md")]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "embedded held-out set" in printed and "n0=20, n=300, alpha=0.001" in printed
+    table = (tmp_path / "s.md").read_text().splitlines()
+    assert table[2].startswith("| model | sigma | certified correct | abstain | r>=0 | r>=0.5 | ACR")
+    assert [line.split(" | ")[1] for line in table[4:]] == ["0.5", "0.25"]
+    rows = list(csv.DictReader((tmp_path / "res" / "mnist-gaussian-0.5-sigma0.5.csv").open()))
+    assert len(rows) == 4 and set(rows[0]) == {"index", "label", "prediction", "radius", "correct", "time"}
+    # The summary is computed from these rows: correct count and ACR.
+    correct = sum(r["correct"] == "True" for r in rows)
+    acr = sum(float(r["radius"]) for r in rows if r["correct"] == "True") / 4
+    assert f"| {correct} / 4 |" in table[4] and f"| {acr:.3f} |" in table[4]
+    assert cli.main(["certify", "mnist-gaussian-0.5", "--sigma", "0", "-N", "2"]) == 2
+    assert "sigma must be > 0" in capsys.readouterr().err
 
 
 def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path):
