@@ -189,6 +189,8 @@ def _add_certify(sub):
     p.add_argument("--results-dir", type=Path, default=None,
                    help="write the per-image table of each run as <model>-sigma<s>.csv here")
     p.add_argument("--markdown", type=Path, default=None, help="also write the summary as Markdown")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="also draw certified accuracy against radius for every run (.png, .svg, .pdf)")
     p.set_defaults(func=_cmd_certify)
 
 
@@ -204,6 +206,7 @@ def _cmd_certify(args) -> int:
              f"alpha={args.alpha:g}, seed {args.seed}, {device}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     print(lines[0])
+    runs = {}
     for spec in args.models:
         name, model = _load_model(spec)
         model = model.to(device)
@@ -219,11 +222,19 @@ def _cmd_certify(args) -> int:
                 + [f"{smoothing.average_certified_radius(res):.3f}", f"{float(res.time.sum()):.0f}"]
             lines.append("| " + " | ".join(row) + " |")
             print(lines[-1])
+            runs[f"{name}, sigma={sigma:g}"] = res
             if args.results_dir:
                 args.results_dir.mkdir(parents=True, exist_ok=True)
                 res.to_csv(args.results_dir / f"{name}-sigma{sigma:g}.csv")
     if args.markdown:
         args.markdown.write_text("\n".join(lines) + "\n")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        ax = smoothing.plot_certified_accuracy(runs)
+        ax.set_title(f"{test.source}; n={args.samples:,}, alpha={args.alpha:g}", fontsize=9)
+        ax.figure.savefig(args.plot, dpi=150, bbox_inches="tight")
     return 0
 
 

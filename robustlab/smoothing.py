@@ -19,7 +19,7 @@ import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 from scipy.stats import beta as beta_dist
@@ -42,6 +42,7 @@ __all__ = [
     "certify_dataset",
     "certified_accuracy",
     "average_certified_radius",
+    "plot_certified_accuracy",
 ]
 
 ABSTAIN = -1
@@ -287,16 +288,41 @@ class CertificationResults:
         return int(self.index.numel())
 
     def rows(self) -> list[dict]:
-        """The table as a list of dicts with the keys of ``columns``."""
+        """The table as a list of dicts: the per-image ``columns`` plus the settings."""
         cols = {c: getattr(self, c).tolist() for c in self.columns}
-        return [{c: cols[c][i] for c in self.columns} for i in range(len(self))]
+        settings = {"sigma": self.sigma, "n0": self.n0, "n": self.n, "alpha": self.alpha}
+        return [{**{c: cols[c][i] for c in self.columns}, **settings} for i in range(len(self))]
 
     def to_csv(self, path: str | Path) -> None:
-        """Writes the table (one row per image, the columns above) as CSV."""
+        """Writes one row per image: ``columns``, then sigma, n0, n and alpha (the same in every
+        row, so that the file describes itself; :meth:`from_csv` reads it back)."""
         with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.columns))
+            writer = csv.DictWriter(f, fieldnames=[*self.columns, "sigma", "n0", "n", "alpha"])
             writer.writeheader()
             writer.writerows(self.rows())
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "CertificationResults":
+        """Reads a table written by :meth:`to_csv`."""
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            raise ValueError(f"{path} holds no certificates")
+        missing = {"index", "label", "prediction", "radius", "correct", "time", "sigma", "n0", "n",
+                   "alpha"} - set(rows[0])
+        if missing:
+            raise ValueError(f"{path} is not a CertificationResults table: it lacks the columns "
+                             f"{sorted(missing)}; write it with CertificationResults.to_csv")
+        col = lambda name, kind: [kind(r[name]) for r in rows]
+        return cls(
+            index=torch.tensor(col("index", int)), label=torch.tensor(col("label", int)),
+            prediction=torch.tensor(col("prediction", int)),
+            radius=torch.tensor(col("radius", float), dtype=torch.float64),
+            correct=torch.tensor(col("correct", lambda v: v == "True")),
+            time=torch.tensor(col("time", float), dtype=torch.float64),
+            sigma=float(rows[0]["sigma"]), n0=int(rows[0]["n0"]), n=int(rows[0]["n"]),
+            alpha=float(rows[0]["alpha"]),
+        )
 
 
 def certify_dataset(model: nn.Module, x: Tensor, y: Tensor, *, sigma: float, n0: int, n: int,
@@ -378,3 +404,35 @@ def average_certified_radius(results: CertificationResults) -> float:
     if len(results) == 0:
         raise ValueError("results is empty: certify at least one image")
     return float((results.radius * results.correct).mean())
+
+
+def plot_certified_accuracy(runs: Mapping[str, CertificationResults], *, ax=None, max_radius: float | None = None,
+                            points: int = 301):
+    """Certified accuracy against L2 radius, one curve per run (Cohen et al., Figure 6 style).
+
+    Args:
+        runs: label -> results, e.g. ``{"sigma = 0.25": res_025, ...}``.
+        ax: a matplotlib Axes to draw on (default: a new figure).
+        max_radius: right end of the radius axis (default: the largest certified radius, +5 %).
+        points: radii evaluated per curve.
+
+    Returns:
+        the matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        raise ValueError("runs is empty: pass a dict such as {'sigma = 0.5': results}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    top = max_radius if max_radius is not None else 1.05 * max(float(r.radius.max()) for r in runs.values())
+    radii = torch.linspace(0.0, max(top, 1e-3), points, dtype=torch.float64)
+    for label, results in runs.items():
+        ax.plot(radii.numpy(), certified_accuracy(results, radii).numpy(), label=label)
+    ax.set_xlabel("L2 radius (pixel units)")
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlim(0.0, float(radii[-1]))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax

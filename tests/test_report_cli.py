@@ -107,7 +107,8 @@ def test_train_and_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
 def test_certify_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ROBUSTLAB_DATA", str(tmp_path / "nodata"))
     args = ["certify", "mnist-gaussian-0.5", "--sigma", "0.5,0.25", "-N", "4", "--n0", "20", "--n", "300",
-            "--radii", "0,0.5", "--results-dir", str(tmp_path / "res"), "--markdown", str(tmp_path / "s.md")]
+            "--radii", "0,0.5", "--results-dir", str(tmp_path / "res"), "--markdown", str(tmp_path / "s.md"),
+            "--plot", str(tmp_path / "curves.png")]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "embedded held-out set" in printed and "n0=20, n=300, alpha=0.001" in printed
@@ -115,11 +116,13 @@ def test_certify_end_to_end(tmp_path, capsys, monkeypatch):
     assert table[2].startswith("| model | sigma | certified correct | abstain | r>=0 | r>=0.5 | ACR")
     assert [line.split(" | ")[1] for line in table[4:]] == ["0.5", "0.25"]
     rows = list(csv.DictReader((tmp_path / "res" / "mnist-gaussian-0.5-sigma0.5.csv").open()))
-    assert len(rows) == 4 and set(rows[0]) == {"index", "label", "prediction", "radius", "correct", "time"}
+    assert len(rows) == 4 and set(rows[0]) == {"index", "label", "prediction", "radius", "correct", "time",
+                                               "sigma", "n0", "n", "alpha"}
     # The summary is computed from these rows: correct count and ACR.
     correct = sum(r["correct"] == "True" for r in rows)
     acr = sum(float(r["radius"]) for r in rows if r["correct"] == "True") / 4
     assert f"| {correct} / 4 |" in table[4] and f"| {acr:.3f} |" in table[4]
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert cli.main(["certify", "mnist-gaussian-0.5", "--sigma", "0", "-N", "2"]) == 2
     assert "sigma must be > 0" in capsys.readouterr().err
 

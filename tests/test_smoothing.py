@@ -229,7 +229,28 @@ def test_certified_accuracy_and_acr_by_hand(tmp_path):
     assert sm.average_certified_radius(res) == pytest.approx((0.5 + 1.5) / 4)
     res.to_csv(tmp_path / "r.csv")
     lines = (tmp_path / "r.csv").read_text().splitlines()
-    assert lines[0] == "index,label,prediction,radius,correct,time" and len(lines) == 5
+    assert lines[0] == "index,label,prediction,radius,correct,time,sigma,n0,n,alpha" and len(lines) == 5
+    back = sm.CertificationResults.from_csv(tmp_path / "r.csv")
+    for name in back.columns:
+        assert torch.equal(getattr(back, name), getattr(res, name)), name
+    assert (back.sigma, back.n0, back.n, back.alpha) == (0.5, 100, 1000, 0.001)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="lacks the columns"):
+        sm.CertificationResults.from_csv(tmp_path / "bad.csv")
+
+
+def test_plot_draws_one_monotone_curve_per_run():
+    import matplotlib
+    matplotlib.use("Agg")
+    res = sm.CertificationResults(
+        index=torch.arange(3), label=torch.tensor([0, 1, 2]), prediction=torch.tensor([0, 1, 2]),
+        radius=torch.tensor([0.2, 0.9, 1.4], dtype=torch.float64), correct=torch.ones(3, dtype=torch.bool),
+        time=torch.ones(3, dtype=torch.float64), sigma=0.5, n0=100, n=1000, alpha=0.001)
+    ax = sm.plot_certified_accuracy({"a": res, "b": res}, max_radius=2.0)
+    assert len(ax.lines) == 2
+    xs, ys = ax.lines[0].get_data()
+    assert ys[0] == 1.0 and ys[-1] == 0.0 and all(a >= b for a, b in zip(ys, ys[1:]))
+    assert ys[list(xs).index(min(xs, key=lambda r: abs(r - 1.0)))] == pytest.approx(1 / 3)
 
 
 # --- bad input ----------------------------------------------------------------------------------
