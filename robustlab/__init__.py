@@ -6,9 +6,9 @@ Every algorithm takes images ``x`` of shape (N, C, H, W) in [0, 1] and labels ``
 is always in pixel units.
 """
 
-from . import attacks, data, models, report, smoothing, testing, train, zoo
+from . import attacks, data, models, report, saliency, smoothing, testing, train, zoo
 from .attacks import fgm, fgsm, pgd, robust_accuracy
 
 __version__ = "0.1.0"
-__all__ = ["attacks", "data", "models", "report", "smoothing", "testing", "train", "zoo", "fgsm", "fgm", "pgd",
+__all__ = ["attacks", "data", "models", "report", "saliency", "smoothing", "testing", "train", "zoo", "fgsm", "fgm", "pgd",
            "robust_accuracy"]

@@ -34,10 +34,11 @@ def check_images(x: object, name: str = "x") -> Tensor:
         )
     if x.numel() == 0:
         return x
-    if not bool(torch.isfinite(x).all()):
-        n_bad = int((~torch.isfinite(x)).sum())
+    values = x.detach()  # a tensor that requires grad is checked without touching its graph
+    if not bool(torch.isfinite(values).all()):
+        n_bad = int((~torch.isfinite(values)).sum())
         raise ValueError(f"{name} contains {n_bad} NaN or infinite values; clean the input first")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = float(values.min()), float(values.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got min={lo:.4g}, max={hi:.4g}; {NORM_FIX}")
     return x
