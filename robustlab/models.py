@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .data import MEAN, STD
 
-__all__ = ["Normalize", "MadryCNN", "SmallCNN", "PreActResNet18", "ARCHITECTURES", "create"]
+__all__ = ["Normalize", "MadryCNN", "SmallCNN", "PreActResNet18", "VAE", "ARCHITECTURES", "create"]
 
 
 class Normalize(nn.Module):
@@ -148,7 +148,47 @@ class PreActResNet18(nn.Module):
         return self.linear(out)
 
 
-ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "preact-resnet18": PreActResNet18}
+class VAE(nn.Module):
+    """A fully connected variational autoencoder for 28x28 grey images (Kingma & Welling, 2014).
+
+    The learned image manifold of Kim, Seo & Jeon (2019, §2.1): ``decode(encode(x).mu)`` projects
+    an image onto it. The decoder ends in a sigmoid, so its images lie in [0, 1].
+
+    Args:
+        latent: dimension of the latent code.
+        hidden: width of the hidden layers.
+        size: image height and width.
+    """
+
+    def __init__(self, latent: int = 16, hidden: int = 512, size: int = 28):
+        super().__init__()
+        self.size = size
+        d = size * size
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.mu = nn.Linear(hidden, latent)
+        self.logvar = nn.Linear(hidden, latent)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, d))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 1, H, W) in [0, 1] -> (mu, logvar), each (N, latent)."""
+        h = self.encoder(x)
+        return self.mu(h), self.logvar(h)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        """(N, latent) -> (N, 1, H, W) pixel logits (before the sigmoid)."""
+        return self.decoder(z).view(-1, 1, self.size, self.size)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(N, latent) -> (N, 1, H, W) images in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The reconstruction from the posterior mean, (N, 1, H, W) in [0, 1]."""
+        return self.decode(self.encode(x)[0])
+
+
+ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "preact-resnet18": PreActResNet18, "vae": VAE}
 
 
 def create(name: str, **kwargs) -> nn.Module:
