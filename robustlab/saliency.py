@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ._checks import check_choice, check_flag, check_generator, check_images, check_number, eval_mode
 
 __all__ = ["gradient", "grad_x_input", "smoothgrad", "integrated_gradients", "IGResult", "RULES",
-           "to_heatmap"]
+           "METHODS", "attribute", "to_heatmap"]
 
 RULES = ("trapezoid", "left", "right", "middle")
 
@@ -271,6 +271,18 @@ def _baseline(baseline: object, x: Tensor) -> Tensor:
         raise ValueError(f"baseline must have the shape of x {tuple(x.shape)} or of one image "
                          f"{tuple(x.shape[1:])}, got {tuple(baseline.shape)}")
     return baseline.detach().to(x.device, x.dtype)
+
+
+METHODS = ("gradient", "grad_x_input", "smoothgrad", "integrated_gradients")
+"""The names accepted by :func:`attribute`."""
+
+
+def attribute(model: nn.Module, x: Tensor, target: Tensor | int | None = None, *, method: str,
+              **kwargs) -> Tensor:
+    """Any of the saliency methods by name (for menus and loops): ``method`` is one of
+    ``METHODS`` and ``kwargs`` go to that function."""
+    method = check_choice(method, "method", METHODS)
+    return globals()[method](model, x, target, **kwargs)
 
 
 def to_heatmap(attr: Tensor, *, reduce: str = "sum", absolute: bool = True,

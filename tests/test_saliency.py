@@ -216,9 +216,19 @@ def test_to_heatmap_reduces_channels_and_normalises_robustly():
 
 # --- bad input ----------------------------------------------------------------------------------
 
+def test_attribute_dispatches_by_name():
+    model = cnn()
+    x = torch.rand(2, 1, 6, 6, generator=gen(16))
+    torch.testing.assert_close(sal.attribute(model, x, method="grad_x_input"), sal.grad_x_input(model, x))
+    torch.testing.assert_close(sal.attribute(model, x, 1, method="integrated_gradients", steps=5),
+                               sal.integrated_gradients(model, x, 1, steps=5))
+
+
 def test_bad_input_is_rejected():
     model = cnn()
     x = torch.rand(2, 1, 6, 6)
+    with pytest.raises(ValueError, match=r"unknown method 'lime'; valid values are 'gradient'"):
+        sal.attribute(model, x, method="lime")
     with pytest.raises(ValueError, match=r"steps must be >= 1"):
         sal.integrated_gradients(model, x, steps=0)
     with pytest.raises(ValueError, match=r"steps must be >= 2 for the trapezoid rule.*rule='middle'"):
