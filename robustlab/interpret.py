@@ -38,6 +38,7 @@ __all__ = [
     "roar_kar",
     "roar_kar_scores",
     "alignment",
+    "mass_near_digit",
     "transfer_matrix",
     "toy_2d_data",
     "toy_mlp",
@@ -255,6 +256,34 @@ def alignment(attr: Tensor, x: Tensor) -> Tensor:
     b = b - b.mean(dim=1, keepdim=True)
     den = a.norm(dim=1) * b.norm(dim=1)
     return torch.where(den > 0, (a * b).sum(dim=1) / den.clamp_min(1e-300), torch.zeros_like(den))
+
+
+def mass_near_digit(attr: Tensor, x: Tensor, *, threshold: float = 0.5, radius: int = 2) -> Tensor:
+    """The share of a saliency map's mass on or next to the digit, per example.
+
+    The digit is the pixels brighter than ``threshold`` (any channel), grown by ``radius``
+    pixels (a square dilation); the result is ``sum |attr| there / sum |attr|``. Unlike
+    :func:`alignment` it does not penalise maps that light up the background right beside the
+    strokes (where adding ink would change the class), which is what robust models do.
+
+    Args:
+        attr: attributions, (N, C, H, W).
+        x: the images, (N, C, H, W), in [0, 1].
+        threshold: brightness that counts as ink.
+        radius: dilation in pixels, >= 0.
+
+    Returns:
+        (N,) shares in [0, 1] (0 for an all-zero map).
+    """
+    x = check_images(x)
+    attr = _check_attr(attr, x)
+    check_number(radius, "radius", low=0, integer=True)
+    ink = (x.detach().amax(dim=1, keepdim=True) > threshold).to(x.dtype)
+    near = F.max_pool2d(ink, 2 * radius + 1, stride=1, padding=radius) > 0 if radius else ink > 0  # (N, 1, H, W)
+    mass = attr.detach().abs().sum(dim=1, keepdim=True).double()
+    total = mass.flatten(1).sum(dim=1)
+    inside = (mass * near).flatten(1).sum(dim=1)
+    return torch.where(total > 0, inside / total.clamp_min(1e-300), torch.zeros_like(total))
 
 
 # --- transfer attacks ---------------------------------------------------------------------------

@@ -93,6 +93,16 @@ def test_alignment_of_the_image_itself_is_one_and_of_noise_near_zero():
     assert torch.equal(it.alignment(torch.ones_like(x), x), torch.zeros(4, dtype=torch.float64))
 
 
+def test_mass_near_digit_by_hand():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0  # one ink pixel; radius 1 -> the 3 x 3 block around it
+    attr = torch.zeros_like(x)
+    attr[0, 0, 4, 4], attr[0, 0, 3, 5], attr[0, 0, 0, 0] = 2.0, -1.0, 1.0
+    assert float(it.mass_near_digit(attr, x, radius=1)[0]) == pytest.approx(3 / 4)
+    assert float(it.mass_near_digit(attr, x, radius=0)[0]) == pytest.approx(2 / 4)
+    assert float(it.mass_near_digit(torch.zeros_like(x), x)[0]) == 0.0
+
+
 # --- transfer -----------------------------------------------------------------------------------
 
 def test_transfer_matrix_diagonal_is_white_box_accuracy():
