@@ -43,6 +43,7 @@ __all__ = [
     "toy_2d_data",
     "toy_mlp",
     "gradient_alignment_2d",
+    "plot_toy_2d",
     "tsipras_data",
     "tsipras_accuracies",
     "targeted_generation",
@@ -380,6 +381,50 @@ def gradient_alignment_2d(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     d[y[:, None] == y[None, :]] = float("inf")
     nearest = p[d.argmin(dim=1)] - p  # (N, 2)
     return F.cosine_similarity(grad.view(-1, 2), nearest, dim=1)
+
+
+def plot_toy_2d(model: nn.Module, x: Tensor, y: Tensor, *, ax=None, grid: int = 200, arrows: int = 60,
+                title: str | None = None):
+    """Decision regions, data and normalised loss gradients of a 2-D toy model.
+
+    Args:
+        model: a 2-D toy model, (N, 1, 1, 2) -> (N, 2) logits.
+        x: (N, 1, 1, 2) points; y: (N,) labels.
+        ax: matplotlib Axes (default: a new figure).
+        grid: resolution of the decision-region image.
+        arrows: number of points that get a gradient arrow.
+        title: axes title.
+
+    Returns:
+        the matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    x = check_images(x)
+    y = check_labels(y, x)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    axis = torch.linspace(0, 1, grid)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    points = torch.stack([gx.flatten(), gy.flatten()], dim=1).view(-1, 1, 1, 2)
+    with torch.no_grad(), eval_mode(model):
+        p1 = F.softmax(model(points), dim=1)[:, 1].view(grid, grid)
+    ax.imshow(p1.numpy(), origin="lower", extent=(0, 1, 0, 1), cmap="coolwarm", vmin=0, vmax=1, alpha=0.35)
+    ax.contour(gx.numpy(), gy.numpy(), p1.numpy(), levels=[0.5], colors="k", linewidths=1)
+    p = x.view(-1, 2)
+    ax.scatter(p[:, 0], p[:, 1], c=y.numpy(), cmap="coolwarm", s=6, edgecolors="none")
+    idx = torch.linspace(0, x.shape[0] - 1, min(arrows, x.shape[0])).long()
+    with eval_mode(model):
+        xi = x[idx].detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xi), y[idx], reduction="sum"), xi)
+    g = F.normalize(g.view(-1, 2), dim=1)
+    ax.quiver(p[idx, 0], p[idx, 1], g[:, 0], g[:, 1], angles="xy", scale=25, width=0.004, color="k")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    return ax
 
 
 # --- Tsipras et al.'s trade-off toy -------------------------------------------------------------

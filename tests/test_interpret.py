@@ -130,6 +130,16 @@ def test_toy_2d_data_is_balanced_in_range_and_image_shaped():
     assert isinstance(it.toy_mlp()(x), torch.Tensor) and it.toy_mlp()(x).shape == (400, 2)
 
 
+def test_plot_toy_2d_draws_regions_data_and_arrows():
+    import matplotlib
+    matplotlib.use("Agg")
+    x, y = it.toy_2d_data(100, generator=gen(13))
+    ax = it.plot_toy_2d(it.toy_mlp(), x, y, grid=20, arrows=10, title="t")
+    assert len(ax.images) == 1 and len(ax.collections) >= 3 and ax.get_title() == "t"
+    quiver = [c for c in ax.collections if type(c).__name__ == "Quiver"][0]
+    assert quiver.N == 10
+
+
 def test_gradient_alignment_2d_by_hand():
     # Class 0 at x0 = 0.2, class 1 at x0 = 0.8, same x1: the other class is straight to the side.
     x = torch.tensor([[0.2, 0.3], [0.8, 0.3], [0.2, 0.6], [0.8, 0.6]]).view(4, 1, 1, 2)
