@@ -47,6 +47,9 @@ smoothing-results: $(STAMP)
 	$(CERTIFY) mnist-pgd-l2-2.0 --sigma 0.5 --markdown $(SMOOTH)/pgd-l2.md
 	$(BIN)/robustlab certify mnist-gaussian-0.5 --sigma 0.5 --n0 100 --n 100000 --alpha 0.001 -N 100 \
 		--seed 0 --results-dir $(SMOOTH)/n100000 --markdown $(SMOOTH)/gaussian-0.5-n100000.md
+	$(BIN)/python -c "import matplotlib; matplotlib.use('Agg'); from robustlab.smoothing import CertificationResults as R, plot_certified_accuracy as p; \
+		ax = p({f'mnist-gaussian-{s}, sigma={s}': R.from_csv(f'$(SMOOTH)/mnist-gaussian-{s}-sigma{float(s):g}.csv') for s in ('0.25', '0.5', '1.0')}); \
+		ax.figure.savefig('$(SMOOTH)/gaussian-curves.png', dpi=150, bbox_inches='tight')"
 
 clean:
 	rm -rf _build .pytest_cache
