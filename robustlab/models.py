@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .data import MEAN, STD
 
-__all__ = ["Normalize", "MadryCNN", "SmallCNN", "PreActResNet18", "VAE", "ARCHITECTURES", "create"]
+__all__ = ["Normalize", "MadryCNN", "SmallCNN", "MLP", "PreActResNet18", "VAE", "ARCHITECTURES", "create"]
 
 
 class Normalize(nn.Module):
@@ -94,6 +94,28 @@ class SmallCNN(nn.Sequential):
             nn.Flatten(),
             nn.Linear(32 * 7 * 7, 100), nn.ReLU(),
             nn.Linear(100, num_classes),
+        )
+
+
+class MLP(nn.Sequential):
+    """A fully connected MNIST classifier: 784 -> 512 -> 512 -> 10 with ReLU.
+
+    A model with no convolutional prior, used as an independent "judge" of images made by
+    attacking the CNNs (Tsipras et al.'s large-eps generation).
+
+    Args:
+        num_classes: number of logits.
+        dataset: whose statistics the leading ``Normalize`` uses (28x28 grey images).
+        hidden: width of the two hidden layers.
+    """
+
+    def __init__(self, num_classes: int = 10, dataset: str = "mnist", hidden: int = 512):
+        super().__init__(
+            Normalize.for_dataset(dataset),
+            nn.Flatten(),
+            nn.Linear(28 * 28, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
         )
 
 
@@ -188,7 +210,8 @@ class VAE(nn.Module):
         return self.decode(self.encode(x)[0])
 
 
-ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "preact-resnet18": PreActResNet18, "vae": VAE}
+ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "mlp": MLP, "preact-resnet18": PreActResNet18,
+                 "vae": VAE}
 
 
 def create(name: str, **kwargs) -> nn.Module:

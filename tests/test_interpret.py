@@ -217,5 +217,8 @@ def test_bad_input_is_rejected():
         it.mask_top(x, x, 0.5, fill=torch.tensor([0.1, 0.2]))
     with pytest.raises(ValueError, match=r"p must lie in \[0.5, 1\]"):
         it.tsipras_data(10, d=5, p=1.5)
+    y = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="fill must be 'mean' or a number, got 'median'"):
+        it.roar_kar((x, y), (x, y), {}, fill="median", progress=False)
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         it.roar_kar((x, torch.zeros(2, dtype=torch.long)), (x, torch.zeros(2, dtype=torch.long)), {}, repeats=0)

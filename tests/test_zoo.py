@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from robustlab import data, zoo
 from robustlab.train import evaluate_accuracy
@@ -12,6 +13,7 @@ from robustlab.train import evaluate_accuracy
 from .test_data import write_mnist_like
 
 SHIPPED = zoo.names()
+CLASSIFIERS = zoo.classifiers()
 
 
 def test_every_recipe_is_shipped_and_the_zoo_fits_the_size_budget():
@@ -20,7 +22,7 @@ def test_every_recipe_is_shipped_and_the_zoo_fits_the_size_budget():
     assert total < 20 * 2 ** 20
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_zoo_model_loads_offline_and_reproduces_its_card(name, embedded):
     model = zoo.load(name)
     card = zoo.card(name)
@@ -29,6 +31,20 @@ def test_zoo_model_loads_offline_and_reproduces_its_card(name, embedded):
     assert card["config"]["method"] == card["method"] == zoo.RECIPES[name][1]["method"]
     measured = evaluate_accuracy(model, embedded.x, embedded.y)
     assert abs(measured - card["metrics"]["embedded_clean_accuracy"]) <= 0.005
+
+
+def test_the_vae_loads_and_reproduces_its_card(embedded):
+    from robustlab import interpret
+
+    assert "mnist-vae" in SHIPPED and "mnist-vae" not in CLASSIFIERS
+    vae = zoo.load("mnist-vae")
+    card = zoo.card("mnist-vae")
+    assert not vae.training and card["data"]["exclude_embedded"] is True
+    measured = float(interpret.manifold_distance(vae, embedded.x).mean())
+    assert measured == pytest.approx(card["metrics"]["embedded_manifold_distance"], rel=1e-3)
+    # The manifold is a real one: digits sit far closer to it than uniform noise does.
+    noise = interpret.manifold_distance(vae, torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert measured < 0.5 * float(noise.mean())
 
 
 def test_corrupted_or_missing_weights_get_a_clear_error(tmp_path):
@@ -67,6 +83,24 @@ def test_build_writes_weights_and_a_card_that_load_accepts(tmp_path, monkeypatch
     assert (out / "checkpoints" / "mnist-tiny.pt").exists()
     with pytest.raises(zoo.ZooError, match="no recipe for 'mnist-nothing'"):
         zoo.build("mnist-nothing", out=out, data_root=tmp_path / "data")
+
+
+def test_build_trains_a_vae_recipe(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=200).astype(np.uint8)
+    write_mnist_like(tmp_path / "data", "MNIST", images, labels, images[:10], labels[:10])
+    monkeypatch.setitem(zoo.RECIPES, "mnist-tiny-vae", ("vae", dict(method="vae", latent=3, hidden=16, epochs=2,
+                                                                    batch_size=50, lr=1e-3, seed=0)))
+    out = tmp_path / "zoo"
+    info = zoo.build("mnist-tiny-vae", out=out, data_root=tmp_path / "data", progress=False)
+    assert info["architecture_kwargs"] == {"latent": 3, "hidden": 16} and info["training"]["epochs_run"] == 2
+    assert zoo.classifiers(out) == [] and zoo.names(out) == ["mnist-tiny-vae"]
+    vae = zoo.load("mnist-tiny-vae", root=out)
+    from robustlab import interpret
+    emb = data.embedded_mnist()
+    assert float(interpret.manifold_distance(vae, emb.x).mean()) == pytest.approx(
+        info["metrics"]["embedded_manifold_distance"], rel=1e-4)
 
 
 def test_update_metrics_merges_into_the_card(tmp_path):

@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import data, models, train
 
-__all__ = ["load", "names", "card", "build", "update_metrics", "RECIPES", "ZOO_DIR", "ZooError"]
+__all__ = ["load", "names", "classifiers", "card", "build", "update_metrics", "RECIPES", "ZOO_DIR", "ZooError"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ ZOO_DIR = Path(__file__).resolve().parent
 
 _BASE = dict(batch_size=100, optimizer="adam", lr=1e-3, schedule="cosine", seed=0)
 
-# name -> (architecture, TrainConfig fields). All are Wong et al.'s small CNN: 0.67 MB each.
+# name -> (architecture, TrainConfig fields). The classifiers under study are Wong et al.'s small
+# CNN (0.67 MB each).
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist-standard": ("small-cnn", dict(_BASE, method="standard", epochs=15, shift=2)),
     "mnist-pgd-linf-0.1": ("small-cnn", dict(_BASE, method="pgd", eps=0.1, steps=10, epochs=10, eps_ramp_epochs=2)),
@@ -41,7 +42,16 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist-gaussian-0.25": ("small-cnn", dict(_BASE, method="gaussian", sigma=0.25, epochs=10)),
     "mnist-gaussian-0.5": ("small-cnn", dict(_BASE, method="gaussian", sigma=0.5, epochs=10)),
     "mnist-gaussian-1.0": ("small-cnn", dict(_BASE, method="gaussian", sigma=1.0, epochs=10)),
+    # An independently trained classifier of another architecture: the "judge" of targeted
+    # generation (Tsipras et al., section 5), never attacked itself. (An MLP: 2.7 MB, where Madry
+    # et al.'s CNN would take 13 MB of the 20 MB zoo budget.)
+    "mnist-standard-mlp": ("mlp", dict(_BASE, method="standard", epochs=10, shift=2, seed=1)),
+    # The learned manifold for Kim et al.'s manifold distance (a VAE, not a classifier).
+    "mnist-vae": ("vae", dict(method="vae", latent=16, hidden=512, epochs=20, batch_size=128, lr=1e-3, seed=0)),
 }
+
+GENERATIVE = ("vae",)
+"""Methods whose zoo entries are generative models, not classifiers."""
 
 
 class ZooError(RuntimeError):
@@ -57,6 +67,11 @@ def names(root: str | Path | None = None) -> list[str]:
     """The names of the shipped models (those with both weights and a card), sorted."""
     root = ZOO_DIR if root is None else Path(root)
     return sorted(p.stem for p in root.glob("*.json") if p.with_suffix(".safetensors").exists())
+
+
+def classifiers(root: str | Path | None = None) -> list[str]:
+    """The shipped classifiers (every entry but the generative ones such as ``mnist-vae``)."""
+    return [n for n in names(root) if card(n, root)["method"] not in GENERATIVE]
 
 
 def _sha256(path: Path) -> str:
@@ -108,7 +123,7 @@ def load(name: str, *, root: str | Path | None = None, device: str | torch.devic
         raise ZooError(f"the weights of {name!r} at {weights} are corrupted: sha256 {digest[:12]}... "
                        f"differs from the card's {info['sha256'][:12]}...; reinstall robustlab or "
                        f"rebuild with `robustlab zoo build {name}`")
-    model = models.create(info["architecture"])
+    model = models.create(info["architecture"], **info.get("architecture_kwargs", {}))
     model.load_state_dict(load_file(str(weights)))
     return model.to(device).eval()
 
@@ -135,6 +150,8 @@ def build(name: str, *, out: str | Path | None = None, data_root: str | Path | N
     if name not in RECIPES:
         raise ZooError(f"no recipe for {name!r}; known recipes: {', '.join(RECIPES)}")
     arch, fields = RECIPES[name]
+    if fields["method"] == "vae":
+        return _build_vae(name, fields, out=out, data_root=data_root, progress=progress)
     config = train.TrainConfig(**fields)
     config.validate()
     out = ZOO_DIR if out is None else Path(out)
@@ -166,6 +183,53 @@ def build(name: str, *, out: str | Path | None = None, data_root: str | Path | N
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         },
         "metrics": {"embedded_clean_accuracy": train.evaluate_accuracy(model, *data.embedded_mnist())},
+        "sha256": _sha256(weights),
+    }
+    card_path.write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _build_vae(name: str, fields: dict[str, Any], *, out, data_root, progress: bool) -> dict[str, Any]:
+    """``build`` for a VAE recipe: trains with ``interpret.train_vae`` and writes weights + card."""
+    from safetensors.torch import save_file
+
+    from .. import interpret
+
+    out = ZOO_DIR if out is None else Path(out)
+    x, _ = data.load("mnist", "train", root=data_root, download=False, exclude_embedded=True)
+    kwargs = {k: fields[k] for k in ("latent", "hidden")}
+    start = time.perf_counter()
+    vae, history = interpret.train_vae(x, epochs=fields["epochs"], batch_size=fields["batch_size"],
+                                       lr=fields["lr"], seed=fields["seed"], progress=progress, **kwargs)
+    seconds = time.perf_counter() - start
+    weights, card_path = _paths(name, out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(weights))
+    emb = data.embedded_mnist()
+    with torch.no_grad():
+        neg_elbo = float(interpret.vae_loss(vae, emb.x, generator=torch.Generator().manual_seed(0)))
+    info = {
+        "name": name,
+        "architecture": "vae",
+        "architecture_kwargs": kwargs,
+        "parameters": sum(p.numel() for p in vae.parameters()),
+        "method": "vae",
+        "config": dict(fields),
+        "data": {"dataset": "mnist", "split": "train", "exclude_embedded": True, "examples": int(x.shape[0])},
+        "seed": fields["seed"],
+        "training": {
+            "seconds": round(seconds, 1),
+            "epochs_run": len(history),
+            "stopped": None,
+            "history": history,
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, cpu",
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        },
+        "metrics": {
+            "embedded_neg_elbo": neg_elbo,
+            "embedded_manifold_distance": float(interpret.manifold_distance(vae, emb.x).mean()),
+        },
         "sha256": _sha256(weights),
     }
     card_path.write_text(json.dumps(info, indent=2) + "\n")

@@ -1,0 +1,222 @@
+"""The robustness–interpretability experiments on the model zoo, at documented sizes.
+
+Each ``run_*`` function runs one experiment with the zoo's models and returns a JSON-ready dict
+(settings and measured numbers). ``python -m robustlab.experiments [names] --out DIR`` runs them
+and writes ``DIR/<name>.json``; the book reads those files and reruns small versions live.
+Data: MNIST test (``--data-root`` or ``$ROBUSTLAB_DATA``) when available, else the embedded
+held-out set; every result records which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import attacks, data, interpret, report, saliency, zoo
+from .train import evaluate_accuracy
+
+__all__ = ["EXPERIMENTS", "run_alignment", "run_transfer", "run_fgsm_table", "run_roar_kar", "run_manifold",
+           "run_generation", "run_toy_2d", "run_tradeoff", "main"]
+
+STANDARD, ROBUST = "mnist-standard", "mnist-pgd-linf-0.3"
+
+
+def _test(n: int, root=None) -> report.EvalSet:
+    return report.eval_set(root=root, n=n)
+
+
+def run_alignment(*, n: int = 500, root=None, seed: int = 0) -> dict[str, Any]:
+    """Two numbers for "perceptually aligned", per model and saliency method (gradient,
+    SmoothGrad), averaged over images: :func:`~robustlab.interpret.alignment` (correlation of
+    |map| with the image) and :func:`~robustlab.interpret.mass_near_digit` (share of the map on
+    or within 2 pixels of the strokes).
+
+    The target is the true label. (Integrated
+    gradients and gradient x input are left out on purpose: with a black baseline they vanish
+    wherever the image is 0, so they resemble the digit for any model.)
+    """
+    test = _test(n, root)
+    methods: dict[str, Callable] = {
+        "gradient": lambda m, x, y: saliency.gradient(m, x, y),
+        "smoothgrad": lambda m, x, y: saliency.smoothgrad(m, x, y, sigma=0.15, samples=25,
+                                                          generator=torch.Generator().manual_seed(seed)),
+    }
+    table, near = {}, {}
+    for name in zoo.classifiers():
+        model = zoo.load(name)
+        maps = {k: f(model, test.x, test.y) for k, f in methods.items()}
+        table[name] = {k: float(interpret.alignment(a, test.x).mean()) for k, a in maps.items()}
+        near[name] = {k: float(interpret.mass_near_digit(a, test.x).mean()) for k, a in maps.items()}
+    return {"data": test.source, "target": "true label", "alignment": table, "mass_near_digit": near}
+
+
+def run_transfer(*, n: int = 1000, eps: float = 0.3, root=None) -> dict[str, Any]:
+    """Accuracy of every zoo classifier on FGSM (Linf ``eps``) examples made on every other one."""
+    test = _test(n, root)
+    names = zoo.classifiers()
+    loaded = {k: zoo.load(k) for k in names}
+    m = interpret.transfer_matrix(loaded, test.x, test.y, attack=functools.partial(attacks.fgsm, eps=eps))
+    return {"data": test.source, "attack": f"FGSM Linf eps={eps}", "sources": names, "targets": names,
+            "accuracy": m.tolist()}
+
+
+def run_fgsm_table(*, n: int = 256, root=None) -> dict[str, Any]:
+    """Ross & Doshi-Velez's MNIST table: FGSM accuracy at Linf 0.1/0.2/0.3 (white box), with
+    their published numbers beside ours."""
+    test = _test(n, root)
+    theirs = {"mnist-standard": [0.727, 0.277, 0.113], "mnist-fgsm-linf-0.3": [0.996, 0.992, 0.965],
+              "mnist-gradreg": [0.922, 0.652, 0.277]}
+    rows = {}
+    for name in theirs:
+        model = zoo.load(name)
+        rows[name] = [evaluate_accuracy(model, attacks.fgsm(model, test.x, test.y, eps=e), test.y)
+                      for e in (0.1, 0.2, 0.3)]
+    return {"data": test.source, "eps": [0.1, 0.2, 0.3], "ours": rows, "theirs": theirs,
+            "theirs_note": "Ross & Doshi-Velez's published MNIST notebook, 256 test images"}
+
+
+def run_roar_kar(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 3, repeats: int = 2,
+                 fill: float | str = "mean", root=None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """ROAR and KAR for the gradient maps of a standard and a robust model (Kim et al., Fig. 4).
+
+    Training images: the first ``n_train`` of MNIST train minus the embedded set when the full
+    MNIST is available, else the embedded set split in two.
+    """
+    try:
+        x_tr, y_tr = data.load("mnist", "train", root=root, download=False, exclude_embedded=True)
+        x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
+        test = _test(n_test, root)
+        x_te, y_te, source = test.x, test.y, f"train: MNIST train[:{n_train}]; test: {test.source}"
+    except (FileNotFoundError, RuntimeError):
+        emb = data.embedded_mnist()
+        perm = torch.randperm(5000, generator=torch.Generator().manual_seed(seed))
+        x_tr, y_tr = emb.x[perm[:4000]], emb.y[perm[:4000]]
+        x_te, y_te = emb.x[perm[4000:]], emb.y[perm[4000:]]
+        source = "embedded held-out set, 4,000 train / 1,000 test"
+    attributions = {}
+    for label, name in (("gradient (standard)", STANDARD), ("gradient (robust)", ROBUST),
+                        ("gradient (l2 robust)", "mnist-pgd-l2-2.0")):
+        model = zoo.load(name)
+        attributions[label] = (torch.cat([saliency.gradient(model, x_tr[b:b + 1000], y_tr[b:b + 1000])
+                                          for b in range(0, x_tr.shape[0], 1000)]),
+                               saliency.gradient(model, x_te, y_te))
+    start = time.perf_counter()
+    res = interpret.roar_kar((x_tr, y_tr), (x_te, y_te), attributions, repeats=repeats, epochs=epochs,
+                             fill=fill, seed=seed, progress=progress)
+    return {"data": source, "epochs": epochs, "repeats": repeats, "fill": fill, "fractions": list(res.fractions),
+            "roar": {k: v.tolist() for k, v in res.roar.items()}, "kar": {k: v.tolist() for k, v in res.kar.items()},
+            "unmasked": res.unmasked.tolist(), "scores": interpret.roar_kar_scores(res),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run_manifold(*, n: int = 500, eps: float = 2.0, steps: int = 40, refine_steps: int = 100, root=None,
+                 models: tuple[str, ...] = (STANDARD, "mnist-pgd-l2-2.0", ROBUST, "mnist-trades-linf-0.3")) -> dict[str, Any]:
+    """Kim et al. §2.1: distance of L2 PGD adversarial examples to the VAE manifold, per model.
+
+    Only successful adversarial examples count (on failures the image barely moves); the
+    clean images' own distance is the floor.
+    """
+    test = _test(n, root)
+    vae = zoo.load("mnist-vae")
+    clean = interpret.manifold_distance(vae, test.x, refine_steps=refine_steps)
+    out = {"data": test.source, "attack": f"PGD L2 eps={eps}, {steps} steps", "refine_steps": refine_steps,
+           "clean_distance": float(clean.mean()), "models": {}}
+    for name in models:
+        model = zoo.load(name)
+        x_adv = attacks.pgd(model, test.x, test.y, eps=eps, alpha=2.5 * eps / steps, steps=steps, norm="l2",
+                            generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            fooled = model(x_adv).argmax(1) != test.y
+        dist = interpret.manifold_distance(vae, x_adv, refine_steps=refine_steps)
+        out["models"][name] = {"success_rate": float(fooled.float().mean()),
+                               "distance_successful": float(dist[fooled].mean()) if fooled.any() else None,
+                               "distance_all": float(dist.mean()),
+                               "increase_over_clean": float((dist - clean)[fooled].mean()) if fooled.any() else None}
+    return out
+
+
+def run_generation(*, n: int = 200, eps: float = 6.0, steps: int = 100, root=None,
+                   models: tuple[str, ...] = (STANDARD, "mnist-pgd-l2-2.0", ROBUST, "mnist-trades-linf-0.3"),
+                   judge: str = "mnist-standard-mlp") -> dict[str, Any]:
+    """Tsipras et al. §5: large-eps targeted L2 PGD towards (y + 1) mod 10, judged by a held-out
+    standard model of another architecture."""
+    test = _test(n, root)
+    target = (test.y + 1) % 10
+    judge_model = zoo.load(judge)
+    out = {"data": test.source, "attack": f"targeted PGD L2 eps={eps}, {steps} steps", "judge": judge, "models": {}}
+    for name in models:
+        res = interpret.targeted_generation(zoo.load(name), judge_model, test.x, target, eps=eps, steps=steps)
+        out["models"][name] = {"source_success": res.source_success, "judge_agreement": res.judge_agreement}
+    return out
+
+
+def run_toy_2d(*, n: int = 1000, eps: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    """Kim et al. §2.2: standard vs adversarially trained MLPs on the 2-D toy; accuracy and the
+    mean cosine between loss gradients and the direction to the other class."""
+    from .train import TrainConfig, fit
+
+    x, y = interpret.toy_2d_data(n, generator=torch.Generator().manual_seed(seed))
+    xt, yt = interpret.toy_2d_data(n, generator=torch.Generator().manual_seed(seed + 1))
+    out = {"n": n, "eps": eps, "models": {}}
+    for name, fields in (("standard", dict(method="standard")),
+                         ("adversarial", dict(method="pgd", norm="l2", eps=eps, steps=10))):
+        model = interpret.toy_mlp(seed=seed)
+        fit(model, (x, y), TrainConfig(epochs=30, batch_size=50, lr=1e-2, seed=seed, **fields), progress=False)
+        out["models"][name] = {
+            "accuracy": evaluate_accuracy(model, xt, yt),
+            "robust_accuracy": evaluate_accuracy(model, attacks.pgd(model, xt, yt, eps=eps, alpha=eps / 4, steps=20,
+                                                                    norm="l2"), yt),
+            "gradient_alignment": float(interpret.gradient_alignment_2d(model, xt, yt).mean()),
+        }
+    return out
+
+
+def run_tradeoff() -> dict[str, Any]:
+    """Tsipras et al.: clean and Linf-0.3 robust accuracy against training eps (zoo cards), and
+    the analytic toy accuracies."""
+    curve = {}
+    for name, eps in (("mnist-standard", 0.0), ("mnist-pgd-linf-0.1", 0.1), ("mnist-pgd-linf-0.2", 0.2),
+                      ("mnist-pgd-linf-0.3", 0.3)):
+        rows = zoo.card(name)["metrics"]["report"]["rows"]
+        curve[name] = {"train_eps": eps, "clean": rows[0]["clean"],
+                       "robust": {f"linf {r['eps']:g}": r["pgd100"] for r in rows if r["norm"] == "linf"}}
+    return {"zoo": curve, "toy": {f"d={d}": interpret.tsipras_accuracies(d=d, p=0.95) for d in (100, 1000, 10_000)}}
+
+
+EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "alignment": run_alignment, "transfer": run_transfer, "fgsm_table": run_fgsm_table, "roar_kar": run_roar_kar,
+    "roar_kar_zero_fill": functools.partial(run_roar_kar, fill=0.0), "manifold": run_manifold, "generation": run_generation, "toy_2d": run_toy_2d, "tradeoff": run_tradeoff,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m robustlab.experiments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"experiments to run (default: all): {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--out", type=Path, default=Path("results/interpret"), help="output folder")
+    parser.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiments {unknown}; known: {', '.join(EXPERIMENTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or list(EXPERIMENTS):
+        fn = EXPERIMENTS[name]
+        code = (fn.func if isinstance(fn, functools.partial) else fn).__code__
+        kwargs = {"root": args.data_root} if "root" in code.co_varnames else {}
+        start = time.perf_counter()
+        result = fn(**kwargs)
+        result["wall_seconds"] = round(time.perf_counter() - start, 1)
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"{name}: {result['wall_seconds']} s -> {args.out / f'{name}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
