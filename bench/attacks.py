@@ -14,26 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import paired_times
 
 import robustlab as rl
 from robustlab import data, models
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -86,15 +74,7 @@ def main() -> None:
         fns = {"fb": forward_backward_k, "ours": ours}
         if theirs is not None:
             fns["theirs"] = theirs
-        for fn in fns.values():  # warm-up
-            fn()
-        times = {name: [] for name in fns}
-        items = list(fns.items())
-        for rep in range(args.repeats):
-            # Interleaved, with the order rotated every repeat, so that drifts and any
-            # position effect (caches, allocator, clock) hit all of them alike.
-            for name, fn in items[rep % len(items):] + items[:rep % len(items)]:
-                times[name].append(timed(fn, device))
+        times = paired_times(fns, device, args.repeats)  # warm-up, then rotated, interleaved repeats
         # Ratios are paired within a repeat, then the median is taken: on a shared machine this
         # is far steadier than a ratio of separate medians.
         ratios_a = [o / f for o, f in zip(times["ours"], times["fb"])]

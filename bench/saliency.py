@@ -14,25 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import torch
+from _timing import paired_times
 
 from robustlab import data, models, saliency
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -81,13 +69,7 @@ def main() -> None:
     except ImportError:
         captum_version = "absent"
 
-    for fn in fns.values():  # warm-up
-        fn()
-    times = {name: [] for name in fns}
-    items = list(fns.items())
-    for rep in range(args.repeats):
-        for name, fn in items[rep % len(items):] + items[:rep % len(items)]:
-            times[name].append(timed(fn, device))
+    times = paired_times(fns, device, args.repeats)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"device={device} ({where}) torch={torch.__version__} captum={captum_version} model={args.model} "
           f"batch={args.batch} steps={k} repeats={args.repeats}")

@@ -15,24 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _timing import paired_times
 
 from robustlab import data, smoothing, zoo
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -93,13 +81,7 @@ def main() -> None:
 
             fns["art"] = theirs
 
-    for fn in fns.values():  # warm-up
-        fn()
-    times = {name: [] for name in fns}
-    items = list(fns.items())
-    for rep in range(args.repeats):
-        for name, fn in items[rep % len(items):] + items[:rep % len(items)]:
-            times[name].append(timed(fn, device))
+    times = paired_times(fns, device, args.repeats)
 
     samples = args.images * total
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
