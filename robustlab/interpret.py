@@ -467,6 +467,7 @@ def tsipras_accuracies(*, d: int, p: float = 0.95, eta: float | None = None, eps
       adversary with ``eps`` shifts every weak feature by ``-eps * y``, leaving
       ``Phi((eta - eps) sqrt(d))``.
     - "robust": ``sign(x_1)``: accuracy ``p``, unchanged for ``eps < 1``.
+
     With ``eps = 2 eta`` (the paper's choice) the standard classifier drops to
     ``Phi(-eta sqrt(d))``, below 1 - p once ``eta sqrt(d)`` is large: the trade-off.
 

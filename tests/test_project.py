@@ -66,3 +66,20 @@ def test_the_book_builds_without_warnings(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "_build" / "html" / "index.html").exists()
+
+
+def test_book_configuration_publishes_and_launches():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["only_build_toc_files"] is True and config["execute"]["execute_notebooks"] == "cache"
+    assert config["execute"]["timeout"] > 0 and config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+    assert config["bibtex_bibfiles"] == ["book/references.bib"] and (ROOT / "book/references.bib").exists()
+    assert config["launch_buttons"]["binderhub_url"] and config["launch_buttons"]["colab_url"]
+    assert config["repository"]["url"].startswith("https://github.com/")
+    assert {"sphinx.ext.autodoc", "sphinx.ext.napoleon"} <= set(config["sphinx"]["extra_extensions"])
+    assert "-e \".[book]\"" in (ROOT / "binder/postBuild").read_text()
+    workflow = yaml.safe_load((ROOT / ".github/workflows/book.yml").read_text())
+    assert workflow[True]["push"]["branches"] == ["main"]  # YAML reads the key `on` as True
+    steps = [s.get("run", "") + s.get("uses", "") for job in workflow["jobs"].values() for s in job["steps"]]
+    assert "make book" in steps and any(s.startswith("actions/deploy-pages") for s in steps)
