@@ -65,7 +65,13 @@ def test_the_book_builds_without_warnings(tmp_path):
     result = subprocess.run([str(jb), "build", "--all", "-W", "--path-output", str(tmp_path), str(ROOT)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (tmp_path / "_build" / "html" / "index.html").exists()
+    html = tmp_path / "_build" / "html"
+    assert (html / "index.html").exists()
+    # Executed cells must not print tracebacks or warnings into the pages.
+    for page in (html / "book").glob("*.html"):
+        text = page.read_text()
+        for bad in ("Traceback (most recent call last)", "UserWarning", "DeprecationWarning", "RuntimeWarning"):
+            assert bad not in text, f"{page.name} shows {bad}"
 
 
 def test_book_configuration_publishes_and_launches():
