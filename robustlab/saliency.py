@@ -282,7 +282,9 @@ def attribute(model: nn.Module, x: Tensor, target: Tensor | int | None = None, *
     """Any of the saliency methods by name (for menus and loops): ``method`` is one of
     ``METHODS`` and ``kwargs`` go to that function."""
     method = check_choice(method, "method", METHODS)
-    return globals()[method](model, x, target, **kwargs)
+    functions = {"gradient": gradient, "grad_x_input": grad_x_input, "smoothgrad": smoothgrad,
+                 "integrated_gradients": integrated_gradients}
+    return functions[method](model, x, target, **kwargs)
 
 
 def to_heatmap(attr: Tensor, *, reduce: str = "sum", absolute: bool = True,

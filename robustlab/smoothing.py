@@ -250,7 +250,9 @@ def certify(model: nn.Module, x: Tensor, *, sigma: float, n0: int, n: int, alpha
     return _certify(model, x, sigma, n0, n, alpha, batch_size, generator)
 
 
-def _certify(model, x, sigma, n0, n, alpha, batch_size, generator) -> Certificate:
+def _certify(model: nn.Module, x: Tensor, sigma: float, n0: int, n: int, alpha: float, batch_size: int,
+             generator: torch.Generator | None) -> Certificate:
+    """``certify`` on checked arguments: selection and estimation draw in turn from one generator."""
     selection = _counts(model, x, sigma, n0, batch_size, generator)
     top = int(selection.argmax())
     count = int(_counts(model, x, sigma, n, batch_size, generator)[top])
