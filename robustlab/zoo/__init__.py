@@ -145,8 +145,6 @@ def build(name: str, *, out: str | Path | None = None, data_root: str | Path | N
     Returns:
         The model card written.
     """
-    from safetensors.torch import save_file
-
     if name not in RECIPES:
         raise ZooError(f"no recipe for {name!r}; known recipes: {', '.join(RECIPES)}")
     arch, fields = RECIPES[name]
@@ -160,39 +158,15 @@ def build(name: str, *, out: str | Path | None = None, data_root: str | Path | N
     torch.manual_seed(config.seed)
     model = models.create(arch)
     result = train.fit(model, (x, y), config, checkpoint=ckpt_dir / f"{name}.pt", progress=progress)
-    weights, card_path = _paths(name, out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    info = {
-        "name": name,
-        "architecture": arch,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "method": config.method,
-        "config": config.to_dict(),
-        "data": {"dataset": "mnist", "split": "train", "exclude_embedded": True,
-                 "examples": int(x.shape[0])},
-        "seed": config.seed,
-        "training": {
-            "seconds": round(sum(h["seconds"] for h in result.history), 1),
-            "epochs_run": len(result.history),
-            "stopped": result.stopped,
-            "history": result.history,
-            "torch": torch.__version__,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                       f"{'cuda' if next(model.parameters()).is_cuda else 'cpu'}",
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        },
-        "metrics": {"embedded_clean_accuracy": train.evaluate_accuracy(model, *data.embedded_mnist())},
-        "sha256": _sha256(weights),
-    }
-    card_path.write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    return _save(name, out, model, arch=arch, arch_kwargs={}, method=config.method, config=config.to_dict(),
+                 examples=int(x.shape[0]), seed=config.seed,
+                 seconds=sum(h["seconds"] for h in result.history), history=result.history,
+                 stopped=result.stopped,
+                 metrics=lambda: {"embedded_clean_accuracy": train.evaluate_accuracy(model, *data.embedded_mnist())})
 
 
 def _build_vae(name: str, fields: dict[str, Any], *, out, data_root, progress: bool) -> dict[str, Any]:
     """``build`` for a VAE recipe: trains with ``interpret.train_vae`` and writes weights + card."""
-    from safetensors.torch import save_file
-
     from .. import interpret
 
     out = ZOO_DIR if out is None else Path(out)
@@ -202,35 +176,52 @@ def _build_vae(name: str, fields: dict[str, Any], *, out, data_root, progress: b
     vae, history = interpret.train_vae(x, epochs=fields["epochs"], batch_size=fields["batch_size"],
                                        lr=fields["lr"], seed=fields["seed"], progress=progress, **kwargs)
     seconds = time.perf_counter() - start
+
+    def metrics() -> dict[str, float]:
+        emb = data.embedded_mnist()
+        with torch.no_grad():
+            neg_elbo = float(interpret.vae_loss(vae, emb.x, generator=torch.Generator().manual_seed(0)))
+        return {"embedded_neg_elbo": neg_elbo,
+                "embedded_manifold_distance": float(interpret.manifold_distance(vae, emb.x).mean())}
+
+    return _save(name, out, vae, arch="vae", arch_kwargs=kwargs, method="vae", config=dict(fields),
+                 examples=int(x.shape[0]), seed=fields["seed"], seconds=seconds, history=history, stopped=None,
+                 metrics=metrics)
+
+
+def _save(name: str, out: Path, model: nn.Module, *, arch: str, arch_kwargs: dict[str, Any], method: str,
+          config: dict[str, Any], examples: int, seed: int, seconds: float, history: list[dict], stopped,
+          metrics) -> dict[str, Any]:
+    """Writes a trained zoo entry: safetensors weights, then the card (with their sha256).
+
+    ``metrics`` is called after the weights are written, so the card measures what was saved.
+    """
+    from safetensors.torch import save_file
+
     weights, card_path = _paths(name, out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(weights))
-    emb = data.embedded_mnist()
-    with torch.no_grad():
-        neg_elbo = float(interpret.vae_loss(vae, emb.x, generator=torch.Generator().manual_seed(0)))
-    info = {
-        "name": name,
-        "architecture": "vae",
-        "architecture_kwargs": kwargs,
-        "parameters": sum(p.numel() for p in vae.parameters()),
-        "method": "vae",
-        "config": dict(fields),
-        "data": {"dataset": "mnist", "split": "train", "exclude_embedded": True, "examples": int(x.shape[0])},
-        "seed": fields["seed"],
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    info = {"name": name, "architecture": arch}
+    if arch_kwargs:
+        info["architecture_kwargs"] = arch_kwargs
+    info.update({
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "method": method,
+        "config": config,
+        "data": {"dataset": "mnist", "split": "train", "exclude_embedded": True, "examples": examples},
+        "seed": seed,
         "training": {
             "seconds": round(seconds, 1),
             "epochs_run": len(history),
-            "stopped": None,
+            "stopped": stopped,
             "history": history,
             "torch": torch.__version__,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, cpu",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+                       f"{'cuda' if next(model.parameters()).is_cuda else 'cpu'}",
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         },
-        "metrics": {
-            "embedded_neg_elbo": neg_elbo,
-            "embedded_manifold_distance": float(interpret.manifold_distance(vae, emb.x).mean()),
-        },
+        "metrics": metrics(),
         "sha256": _sha256(weights),
-    }
+    })
     card_path.write_text(json.dumps(info, indent=2) + "\n")
     return info
