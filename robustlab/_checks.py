@@ -102,13 +102,8 @@ def check_flag(value: object, name: str) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
-def check_logits(logits: object, y: Tensor, n: int, stacklevel: int = 3) -> Tensor:
-    """Checks a model's output on a batch of ``n`` images against the labels ``y``.
-
-    Raises if the output is not (N, K) or a label is >= K; warns if the rows look like
-    probabilities, because attacks and losses here expect unnormalised logits. ``stacklevel``
-    makes the warning point at the user's call.
-    """
+def check_logits_shape(logits: object, n: int) -> Tensor:
+    """Checks that a model's output on a batch of ``n`` images is an (n, K) tensor."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"model must return a Tensor of logits (N, K), got {type(logits).__name__}")
     if logits.dim() != 2 or logits.shape[0] != n:
@@ -116,6 +111,17 @@ def check_logits(logits: object, y: Tensor, n: int, stacklevel: int = 3) -> Tens
             f"model output must be logits of shape (N, K) = ({n}, K), got {tuple(logits.shape)}; "
             f"flatten the last layer's output or drop extra dimensions"
         )
+    return logits
+
+
+def check_logits(logits: object, y: Tensor, n: int, stacklevel: int = 3) -> Tensor:
+    """Checks a model's output on a batch of ``n`` images against the labels ``y``.
+
+    Raises if the output is not (N, K) or a label is >= K; warns if the rows look like
+    probabilities, because attacks and losses here expect unnormalised logits. ``stacklevel``
+    makes the warning point at the user's call.
+    """
+    check_logits_shape(logits, n)
     k = logits.shape[1]
     if y.numel() and int(y.max()) >= k:
         raise ValueError(

@@ -21,7 +21,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_flag, check_generator, check_images, check_number, eval_mode
+from ._checks import (
+    check_choice,
+    check_flag,
+    check_generator,
+    check_images,
+    check_logits_shape,
+    check_number,
+    eval_mode,
+)
 
 __all__ = ["gradient", "grad_x_input", "smoothgrad", "integrated_gradients", "IGResult", "RULES",
            "METHODS", "attribute", "to_heatmap"]
@@ -43,11 +51,7 @@ class IGResult(NamedTuple):
 
 
 def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    logits = model(x)
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"model must return logits of shape (N, K) = ({x.shape[0]}, K), got {got}")
-    return logits
+    return check_logits_shape(model(x), x.shape[0])
 
 
 def _target(model: nn.Module, x: Tensor, target: object) -> Tensor:

@@ -27,7 +27,7 @@ from scipy.stats import binomtest, norm
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_generator, check_images, check_labels, check_number, eval_mode
+from ._checks import check_generator, check_images, check_labels, check_logits_shape, check_number, eval_mode
 
 __all__ = [
     "ABSTAIN",
@@ -136,13 +136,10 @@ def _counts(model: nn.Module, x: Tensor, sigma: float, n: int, batch_size: int,
                 noisy[start:start + NOISE_BLOCK].normal_(0.0, sigma, generator=generator)
             noisy.add_(x)
             for start in range(0, size, batch_size):
-                logits = model(noisy[start:start + batch_size])
-                b = min(batch_size, size - start)
+                batch = noisy[start:start + batch_size]
+                logits = model(batch)
                 if counts is None:
-                    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != b:
-                        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-                        raise ValueError(f"model must return logits of shape (B, K) = ({b}, K) for a "
-                                         f"batch of {b} images, got {got}")
+                    check_logits_shape(logits, batch.shape[0])
                     counts = torch.zeros(logits.shape[1], dtype=torch.int64, device=x.device)
                 counts += torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])
             done += size
