@@ -17,10 +17,10 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from _timing import paired_times
+from _common import model_and_batch, paired_times
 
 import robustlab as rl
-from robustlab import data, models
+from robustlab import models
 
 
 
@@ -35,15 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = models.create(args.model).to(device).eval()
-    if args.model == "preact-resnet18":
-        x = torch.rand(args.batch, 3, 32, 32, device=device)
-        y = torch.randint(0, 10, (args.batch,), device=device)
-    else:
-        emb = data.embedded_mnist()
-        idx = torch.randperm(5000)[: args.batch]
-        x, y = emb.x[idx].to(device), emb.y[idx].to(device)
+    model, x, y = model_and_batch(args.model, args.batch, device)
 
     try:
         import torchattacks

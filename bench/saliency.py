@@ -17,9 +17,9 @@ import statistics
 import warnings
 
 import torch
-from _timing import paired_times
+from _common import model_and_batch, paired_times
 
-from robustlab import data, models, saliency
+from robustlab import models, saliency
 
 
 
@@ -33,12 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = models.create(args.model).to(device).eval()
-    if args.model == "preact-resnet18":
-        x = torch.rand(args.batch, 3, 32, 32, device=device)
-    else:
-        x = data.embedded_mnist().x[torch.randperm(5000)[: args.batch]].to(device)
+    model, x, _ = model_and_batch(args.model, args.batch, device)
     target = model(x).argmax(1).detach()
     k = args.steps
     points = args.batch * k

@@ -17,7 +17,7 @@ import argparse
 import statistics
 
 import torch
-from _timing import paired_times
+from _common import paired_times
 
 from robustlab import data, smoothing, zoo
 

@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: synchronised wall-clock timing and paired repeats."""
+"""Helpers shared by the benchmarks: the model and batch, synchronised timing, paired repeats."""
 
 from __future__ import annotations
 
@@ -34,3 +34,20 @@ def paired_times(fns: dict[str, Callable[[], object]], device: torch.device, rep
         for name, fn in items[rep % len(items):] + items[:rep % len(items)]:
             times[name].append(timed(fn, device))
     return times
+
+
+def model_and_batch(arch: str, batch: int, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A freshly initialised ``arch`` model in eval mode (seed 0) and a batch for it: real embedded
+    MNIST digits, or uniform noise with random labels for the CIFAR-sized PreAct ResNet."""
+    from robustlab import data, models
+
+    torch.manual_seed(0)
+    model = models.create(arch).to(device).eval()
+    if arch == "preact-resnet18":
+        x = torch.rand(batch, 3, 32, 32, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+    else:
+        emb = data.embedded_mnist()
+        idx = torch.randperm(5000)[:batch]
+        x, y = emb.x[idx].to(device), emb.y[idx].to(device)
+    return model, x, y
