@@ -27,10 +27,6 @@ __all__ = ["EXPERIMENTS", "run_alignment", "run_transfer", "run_fgsm_table", "ru
 STANDARD, ROBUST = "mnist-standard", "mnist-pgd-linf-0.3"
 
 
-def _test(n: int, root=None) -> report.EvalSet:
-    return report.eval_set(root=root, n=n)
-
-
 def run_alignment(*, n: int = 500, root=None, seed: int = 0) -> dict[str, Any]:
     """Two numbers for "perceptually aligned", per model and saliency method (gradient,
     SmoothGrad), averaged over images: :func:`~robustlab.interpret.alignment` (correlation of
@@ -41,7 +37,7 @@ def run_alignment(*, n: int = 500, root=None, seed: int = 0) -> dict[str, Any]:
     gradients and gradient x input are left out on purpose: with a black baseline they vanish
     wherever the image is 0, so they resemble the digit for any model.)
     """
-    test = _test(n, root)
+    test = report.eval_set(root=root, n=n)
     methods: dict[str, Callable] = {
         "gradient": lambda m, x, y: saliency.gradient(m, x, y),
         "smoothgrad": lambda m, x, y: saliency.smoothgrad(m, x, y, sigma=0.15, samples=25,
@@ -58,7 +54,7 @@ def run_alignment(*, n: int = 500, root=None, seed: int = 0) -> dict[str, Any]:
 
 def run_transfer(*, n: int = 1000, eps: float = 0.3, root=None) -> dict[str, Any]:
     """Accuracy of every zoo classifier on FGSM (Linf ``eps``) examples made on every other one."""
-    test = _test(n, root)
+    test = report.eval_set(root=root, n=n)
     names = zoo.classifiers()
     loaded = {k: zoo.load(k) for k in names}
     m = interpret.transfer_matrix(loaded, test.x, test.y, attack=functools.partial(attacks.fgsm, eps=eps))
@@ -69,7 +65,7 @@ def run_transfer(*, n: int = 1000, eps: float = 0.3, root=None) -> dict[str, Any
 def run_fgsm_table(*, n: int = 256, root=None) -> dict[str, Any]:
     """Ross & Doshi-Velez's MNIST table: FGSM accuracy at Linf 0.1/0.2/0.3 (white box), with
     their published numbers beside ours."""
-    test = _test(n, root)
+    test = report.eval_set(root=root, n=n)
     theirs = {"mnist-standard": [0.727, 0.277, 0.113], "mnist-fgsm-linf-0.3": [0.996, 0.992, 0.965],
               "mnist-gradreg": [0.922, 0.652, 0.277]}
     rows = {}
@@ -91,7 +87,7 @@ def run_roar_kar(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 3,
     try:
         x_tr, y_tr = data.load("mnist", "train", root=root, download=False, exclude_embedded=True)
         x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
-        test = _test(n_test, root)
+        test = report.eval_set(root=root, n=n_test)
         x_te, y_te, source = test.x, test.y, f"train: MNIST train[:{n_train}]; test: {test.source}"
     except (FileNotFoundError, RuntimeError):
         emb = data.embedded_mnist()
@@ -122,7 +118,7 @@ def run_manifold(*, n: int = 500, eps: float = 2.0, steps: int = 40, refine_step
     Only successful adversarial examples count (on failures the image barely moves); the
     clean images' own distance is the floor.
     """
-    test = _test(n, root)
+    test = report.eval_set(root=root, n=n)
     vae = zoo.load("mnist-vae")
     clean = interpret.manifold_distance(vae, test.x, refine_steps=refine_steps)
     out = {"data": test.source, "attack": f"PGD L2 eps={eps}, {steps} steps", "refine_steps": refine_steps,
@@ -146,7 +142,7 @@ def run_generation(*, n: int = 200, eps: float = 6.0, steps: int = 100, root=Non
                    judge: str = "mnist-standard-mlp") -> dict[str, Any]:
     """Tsipras et al. §5: large-eps targeted L2 PGD towards (y + 1) mod 10, judged by a held-out
     standard model of another architecture."""
-    test = _test(n, root)
+    test = report.eval_set(root=root, n=n)
     target = (test.y + 1) % 10
     judge_model = zoo.load(judge)
     out = {"data": test.source, "attack": f"targeted PGD L2 eps={eps}, {steps} steps", "judge": judge, "models": {}}

@@ -176,6 +176,8 @@ def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
     check_number(epochs, "epochs", low=1, integer=True)
     for f in fractions:
         check_number(f, "fraction", low=0.0)
+        if f > 1:  # before any retraining, not when mask_top meets it
+            raise ValueError(f"fractions must lie in [0, 1], got {f}")
     attributions = dict(attributions)
     for name, (a_tr, a_te) in attributions.items():
         _check_attr(a_tr, x_tr, f"attributions[{name!r}][0]")

@@ -218,6 +218,8 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match=r"p must lie in \[0.5, 1\]"):
         it.tsipras_data(10, d=5, p=1.5)
     y = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\], got 1.5"):
+        it.roar_kar((x, y), (x, y), {}, fractions=(0.5, 1.5), progress=False)
     with pytest.raises(ValueError, match="fill must be 'mean' or a number, got 'median'"):
         it.roar_kar((x, y), (x, y), {}, fill="median", progress=False)
     with pytest.raises(ValueError, match="repeats must be >= 1"):
