@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustlab-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test book bench zoo smoothing-results interpret-results clean
+.PHONY: setup test book notebooks browser bench zoo smoothing-results interpret-results clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,18 @@ test: $(STAMP)
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build --all -W --keep-going .
+
+# Debian's chromium for the browser tests (tests/test_book.py, tests/test_explorer.py); Playwright's
+# own browser download is not used. Needs root and apt; a no-op where chromium is installed.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(CHROMIUM) --version 2>/dev/null
+
+# The .ipynb twin of every chapter with code, for Binder and Colab (the .md is the source;
+# tests/test_book.py checks that the twins are in sync).
+notebooks: $(STAMP)
+	$(BIN)/jupytext --from myst --to ipynb $$(grep -l '{code-cell}' book/*.md)
 
 bench: $(STAMP)
 	$(BIN)/python bench/attacks.py
