@@ -6,14 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustlab-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test book notebooks browser bench zoo smoothing-results interpret-results clean
+.PHONY: setup test book notebooks browser explore exercises autograde feedback grades bench zoo smoothing-results interpret-results clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,book,grading]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,book,grading,explore]"
 	# Test-only peer for agreement checks and bench/. --no-deps: its pinned old requests
 	# would break jupyter and nbgrader in this environment.
 	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
@@ -36,13 +36,35 @@ browser:
 # The .ipynb twin of every chapter with code, for Binder and Colab (the .md is the source;
 # tests/test_book.py checks that the twins are in sync).
 notebooks: $(STAMP)
-	$(BIN)/jupytext --from myst --to ipynb $$(grep -l '{code-cell}' book/*.md)
+	$(BIN)/jupytext --update --from myst --to ipynb $$(grep -l '{code-cell}' book/*.md)
+
+# The explorer as a web app (Voila): http://localhost:$(EXPLORE_PORT)/. Each visitor gets a kernel;
+# a cell may run 120 s, and kernels idle for 15 minutes are shut down (checked every minute).
+EXPLORE_PORT ?= 8866
+VOILA_FLAGS = --no-browser --port=$(EXPLORE_PORT) --VoilaExecutor.timeout=120 \
+	--MappingKernelManager.cull_idle_timeout=900 --MappingKernelManager.cull_interval=60
+explore: $(STAMP)
+	$(BIN)/voila apps/explorer.ipynb $(VOILA_FLAGS)
+
+# nbgrader (see nbgrader_config.py and the book's "How to run the exercises"). nbgrader calls
+# alembic for its gradebook, hence the virtual environment's scripts on PATH.
+ASSIGNMENTS := $(notdir $(patsubst %/,%,$(wildcard solutions/*/)))
+NBGRADER := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbgrader
+exercises: $(STAMP)
+	for a in $(ASSIGNMENTS); do $(NBGRADER) generate_assignment $$a --force || exit 1; done
+autograde: $(STAMP)
+	for a in $(ASSIGNMENTS); do $(NBGRADER) autograde $$a || exit 1; done
+feedback: $(STAMP)
+	for a in $(ASSIGNMENTS); do $(NBGRADER) generate_feedback $$a || exit 1; done
+grades: $(STAMP)
+	$(NBGRADER) export --to grades.csv
 
 bench: $(STAMP)
 	$(BIN)/python bench/attacks.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/smoothing.py
 	$(BIN)/python bench/saliency.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/grading.py
 
 # Retrain every zoo model from scratch (needs the full MNIST under $$ROBUSTLAB_DATA).
 zoo: $(STAMP)

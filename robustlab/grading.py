@@ -21,7 +21,8 @@ Fairness rules, enforced for every call of the student's function:
   function, fails the item with a message. It is detected at run time (``sys.setprofile``), so
   it does not depend on how the call is spelled.
 - **Time limit**: each call gets ``TIME_LIMIT`` seconds; an infinite loop fails only that item.
-- **Warnings are not errors**: a warning raised by correct code is shown, never scored.
+- **Warnings are not errors**: a warning raised by correct code is shown on stdout (nbgrader
+  scores a test cell that writes to stderr as failed), never scored.
 - **Deterministic**: the global random generators are seeded before each call, so grading the
   same submission twice gives the same result.
 """
@@ -48,9 +49,10 @@ from torch import Tensor, nn
 
 __all__ = ["Feedback", "check", "ITEMS", "TIME_LIMIT", "fresh"]
 
-# Seconds one call of a student's function may take (the slowest item, a PGD-AT epoch on 64
-# digits, takes about 1 s with the reference on a 2-core CPU).
-TIME_LIMIT = 30.0
+# Seconds one call of a student's function may take (the slowest item, a PGD-AT epoch on 48
+# digits, takes about 1 s with the reference on a 2-core CPU); instructors may change it with
+# the environment variable ROBUSTLAB_GRADING_TIME_LIMIT.
+TIME_LIMIT = float(os.environ.get("ROBUSTLAB_GRADING_TIME_LIMIT", "30"))
 
 # Peer libraries that implement the same algorithms: delegating to them is not allowed either.
 PEER_PACKAGES = ("torchattacks", "captum", "art", "foolbox", "advertorch")
@@ -153,10 +155,8 @@ class _Runner:
         np.random.seed(self.seed + self.calls)
         monitor = _Delegation(self.forbidden)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("default")  # shown, never turned into errors
-                with _time_limit(TIME_LIMIT), monitor.active():
-                    result = self.func(*args, **kwargs)
+            with _time_limit(TIME_LIMIT), monitor.active():
+                result = self.func(*args, **kwargs)
         except ItemTimeout:
             raise Feedback(f"{self.item}: your function did not return within {TIME_LIMIT:g} s "
                            "(an infinite loop, or far more work than needed?)") from None
@@ -856,7 +856,7 @@ ITEMS: dict[str, tuple[Callable[[_Runner, bool], int], tuple[str, ...]]] = {
 }
 
 
-def check(item: str, func: Callable, *, hidden: bool = False, quiet: bool = False) -> int:
+def check(item: str, func: Callable, *, hidden: bool = False, quiet: bool = False) -> None:
     """Checks a student's implementation of ``item`` against the reference.
 
     Args:
@@ -865,8 +865,8 @@ def check(item: str, func: Callable, *, hidden: bool = False, quiet: bool = Fals
         hidden: also run the randomised and edge cases of the hidden tests.
         quiet: do not print the success line.
 
-    Returns:
-        The number of cases checked.
+    Returns nothing (a number as the last value of a test cell would be read by nbgrader as
+    partial credit); the success line says how many cases were checked.
 
     Raises:
         Feedback: with a message saying what is wrong and how to fix it.
@@ -881,10 +881,16 @@ def check(item: str, func: Callable, *, hidden: bool = False, quiet: bool = Fals
                        "Write the algorithm yourself: this item scores 0.")
     checker, forbidden = ITEMS[item]
     state = torch.get_rng_state()
-    try:
-        cases = checker(_Runner(item, func, forbidden, seed=sum(map(ord, item))), hidden)
-    finally:
-        torch.set_rng_state(state)
+    # nbgrader scores a test cell 0 when anything reaches stderr, so warnings (from the student's
+    # code or ours) and stray stderr writes (progress bars) are shown on stdout instead.
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(sys.stdout):
+        warnings.simplefilter("always")
+        try:
+            cases = checker(_Runner(item, func, forbidden, seed=sum(map(ord, item))), hidden)
+        finally:
+            torch.set_rng_state(state)
+            notes = dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)
+            for note in notes:
+                print(f"{item}: note, a warning was raised (it costs nothing): {note}")
     if not quiet:
         print(f"{item}: {cases} {'hidden' if hidden else 'visible'} case(s) passed")
-    return cases

@@ -1,0 +1,229 @@
+"""The nbgrader pipeline, run with the real ``nbgrader`` commands in a temporary course folder:
+the committed exercises are exactly what ``generate_assignment`` makes of the solutions; the
+solutions and correct code written differently autograde to full marks; the unmodified
+exercises to zero; typical mistakes and handing in the reference lose exactly their item's
+points, with the feedback in the graded notebook; deleted and edited test cells are restored;
+an infinite loop costs only its item; a warning costs nothing; grading twice gives the same
+scores; and the instructor's feedback and export commands work."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from .exercise_variants import ALTERNATIVE, DELEGATING, WRONG
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
+pytestmark = pytest.mark.slow
+
+
+def nbgrader(course: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Runs ``nbgrader`` from the course folder, with this interpreter's scripts (alembic) on PATH."""
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    env["ROBUSTLAB_GRADING_TIME_LIMIT"] = "5"  # the infinite-loop submissions need not wait 30 s
+    result = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), *args], cwd=course, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    return result
+
+
+def items_of(nb) -> list[str]:
+    return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"]
+
+
+def solution_code(cell_source: str) -> str:
+    """The code of a source cell without nbgrader's solution markers."""
+    return "\n".join(line for line in cell_source.splitlines()
+                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A course folder with this repository's config and solutions, assignments generated."""
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    for assignment in ASSIGNMENTS:
+        nbgrader(course, "generate_assignment", assignment, "--force")
+    return course
+
+
+def release(course: Path, assignment: str):
+    return nbformat.read(course / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+
+
+def source(assignment: str):
+    return nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+
+
+def submit(course: Path, student: str, assignment: str, code: dict[str, str], edit=None) -> None:
+    """Hands in the released notebook with the solution cells replaced by ``code`` (grade_id ->
+    source; cells not named stay as released), after ``edit(nb)`` if given."""
+    nb = release(course, assignment)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in code:
+            cell.source = code[grade_id]
+    if edit is not None:
+        edit(nb)
+    folder = course / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / f"{assignment}.ipynb")
+
+
+def scores(course: Path, assignment: str) -> dict[str, dict[str, float]]:
+    """student -> {item: score} from the gradebook."""
+    from nbgrader.api import Gradebook
+
+    out = {}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for sub in gb.assignment_submissions(assignment):
+            nb = gb.find_submission_notebook(assignment, assignment, sub.student_id)
+            out[sub.student_id] = {g.name.removeprefix("test_"): g.score for g in nb.grades}
+    return out
+
+
+def max_scores(assignment: str) -> dict[str, float]:
+    return {c.metadata["nbgrader"]["grade_id"].removeprefix("test_"): float(c.metadata["nbgrader"]["points"])
+            for c in source(assignment).cells if c.metadata.get("nbgrader", {}).get("grade")}
+
+
+def graded_output(course: Path, student: str, assignment: str, item: str) -> str:
+    nb = nbformat.read(course / "autograded" / student / assignment / f"{assignment}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == f"test_{item}":
+            return "\n".join(o.get("evalue", "") + o.get("text", "") for o in cell.outputs)
+    raise AssertionError(f"no test cell for {item}")
+
+
+# Items whose exercise tells students to build on another of their functions: a mistake in the
+# latter may also cost the former (as it would for a student), so their scores are not asserted.
+DEPENDS = {"gradient": ("smoothgrad", "integrated_gradients"), "sample_counts": ("certify",),
+           "lower_confidence_bound": ("certify",)}
+
+
+def expected(full: dict[str, float], lost: str, got: dict[str, float]) -> dict[str, float]:
+    """Full marks except 0 for ``lost``; items depending on it keep whatever they got."""
+    return {item: 0.0 if item == lost else got.get(item) if item in DEPENDS.get(lost, ()) else points
+            for item, points in full.items()}
+
+
+def test_committed_exercises_are_what_nbgrader_generates(course):
+    for assignment in ASSIGNMENTS:
+        generated = json.loads((course / "exercises" / assignment / f"{assignment}.ipynb").read_text())
+        committed = json.loads((ROOT / "exercises" / assignment / f"{assignment}.ipynb").read_text())
+        assert generated == committed, f"exercises/{assignment} is out of date: run `make exercises`"
+    assert sorted(p.name for p in (ROOT / "exercises").iterdir() if p.is_dir()) == ASSIGNMENTS
+
+
+def test_the_assignments_cover_every_graded_item():
+    from robustlab import grading
+
+    assert len(ASSIGNMENTS) >= 6
+    items = [item for a in ASSIGNMENTS for item in items_of(source(a))]
+    assert sorted(items) == sorted(grading.ITEMS)
+    for a in ASSIGNMENTS:
+        released = (ROOT / "exercises" / a / f"{a}.ipynb").read_text()
+        assert "BEGIN HIDDEN TESTS" not in released and "hidden=True" not in released
+        assert "### BEGIN SOLUTION" not in released and "raise NotImplementedError()" in released
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_autograding(course, assignment):
+    """One autograde run per assignment over many 'students': the solution, the blank exercise,
+    correct code written differently, and each typical mistake and way of delegating."""
+    src = source(assignment)
+    items = items_of(src)
+    solution = {c.metadata["nbgrader"]["grade_id"]: solution_code(c.source) for c in src.cells
+                if c.metadata.get("nbgrader", {}).get("solution")}
+    submit(course, "solution", assignment, solution)
+    submit(course, "blank", assignment, {})
+    submit(course, "alternative", assignment, {item: ALTERNATIVE[item] for item in items})
+    wrong = [(i, item, what, code, fragment) for i, (item, what, code, fragment) in enumerate(WRONG) if item in items]
+    assert len(wrong) >= 3, f"{assignment}: at least three typical mistakes must be graded"
+    for i, item, what, code, _ in wrong:
+        submit(course, f"wrong{i}", assignment, {**solution, item: code})
+    delegating = [(i, what, item, code) for i, (what, item, code) in enumerate(DELEGATING) if item in items]
+    for i, what, item, code in delegating:
+        submit(course, f"delegating{i}", assignment, {**solution, item: code})
+    first, last = items[0], items[-1]
+
+    def tamper(nb):  # delete the first item's test cell, gut the last one's
+        tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+        nb.cells.remove(tests[0])
+        tests[-1].source = "pass  # the test was here"
+    submit(course, "tampered", assignment, {**solution, first: "def %s(*args, **kwargs):\n    return None" % first},
+           edit=tamper)
+    submit(course, "loops", assignment, {**solution, last: solution[last].replace(
+        '"""\n', '"""\n    while True:\n        pass\n', 1)})
+    submit(course, "warns", assignment, {**solution, first: solution[first].replace(
+        '"""\n', '"""\n    import warnings\n    warnings.warn("a harmless warning", UserWarning)\n', 1)})
+
+    nbgrader(course, "autograde", assignment, "--force")
+    got = scores(course, assignment)
+    full = max_scores(assignment)
+    assert got["solution"] == full
+    assert got["alternative"] == full
+    assert got["warns"] == full, "a warning printed by correct code must not cost points"
+    assert got["blank"] == {item: 0.0 for item in full}
+    for i, item, what, _, fragment in wrong:
+        assert got[f"wrong{i}"] == expected(full, item, got[f"wrong{i}"]), f"{what}: {got[f'wrong{i}']}"
+        assert fragment in graded_output(course, f"wrong{i}", assignment, item), what
+    for i, what, item, _ in delegating:
+        assert got[f"delegating{i}"] == expected(full, item, got[f"delegating{i}"]), f"{what}: {got[f'delegating{i}']}"
+        assert "scores 0" in graded_output(course, f"delegating{i}", assignment, item), what
+    # The deleted and the gutted test cells were put back, so the fake first item fails and the
+    # last one (correct) passes.
+    assert got["tampered"] == expected(full, first, got["tampered"])
+    assert got["loops"] == expected(full, last, got["loops"])
+    assert "did not return within 5 s" in graded_output(course, "loops", assignment, last)
+
+    # Grading the same submissions again gives the same scores (checked where sampling is part of
+    # the algorithm, the one place a score could wobble; each run costs a minute).
+    if assignment == "smoothing":
+        nbgrader(course, "autograde", assignment, "--force")
+        assert scores(course, assignment) == got
+
+
+def test_a_cell_that_never_ends_costs_only_its_item(course):
+    """nbgrader's per-cell timeout is the backstop for a loop outside any graded call."""
+    src = source("smoothing")
+    solution = {c.metadata["nbgrader"]["grade_id"]: solution_code(c.source) for c in src.cells
+                if c.metadata.get("nbgrader", {}).get("solution")}
+    submit(course, "hangs", "smoothing", {**solution, "sample_counts": "while True:\n    pass\n"})
+    nbgrader(course, "autograde", "smoothing", "--student", "hangs", "--force", "--Execute.timeout=15")
+    got = scores(course, "smoothing")["hangs"]
+    # sample_counts was never defined, and certify builds on it; the bound is unaffected.
+    assert got == {**max_scores("smoothing"), "sample_counts": 0.0, "certify": 0.0}
+
+
+def test_instructor_feedback_and_export(course):
+    """After autograding: feedback files for the students, and a grades CSV."""
+    src = source("gradreg")
+    solution = {c.metadata["nbgrader"]["grade_id"]: solution_code(c.source) for c in src.cells
+                if c.metadata.get("nbgrader", {}).get("solution")}
+    submit(course, "carol", "gradreg", solution)
+    submit(course, "dave", "gradreg", {"gradreg_loss": WRONG[[w[1] for w in WRONG].index(
+        "gradient of the mean loss")][2]})
+    nbgrader(course, "autograde", "gradreg", "--student", "carol", "--force")
+    nbgrader(course, "autograde", "gradreg", "--student", "dave", "--force")
+    nbgrader(course, "generate_feedback", "gradreg", "--force")
+    feedback = (course / "feedback" / "dave" / "gradreg" / "gradreg.html").read_text()
+    assert "1/N^2" in feedback and re.search(r"Score:\s*0(\.0)?\s*/\s*3", feedback)
+    nbgrader(course, "export", "--to", str(course / "grades.csv"))
+    rows = (course / "grades.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    table = {r.split(",")[header.index("student_id")]: r.split(",") for r in rows[1:]
+             if r.split(",")[header.index("assignment")] == "gradreg"}
+    assert float(table["carol"][header.index("score")]) == 3.0
+    assert float(table["dave"][header.index("score")]) == 0.0
