@@ -45,6 +45,8 @@ VOILA_FLAGS = --no-browser --port=$(EXPLORE_PORT) --VoilaExecutor.timeout=120 \
 	--MappingKernelManager.cull_idle_timeout=900 --MappingKernelManager.cull_interval=60
 explore: $(STAMP)
 	$(BIN)/voila apps/explorer.ipynb $(VOILA_FLAGS)
+print-voila-flags:  # for tests/test_explorer.py, which serves the app with the same settings
+	@echo $(VOILA_FLAGS)
 
 # nbgrader (see nbgrader_config.py and the book's "How to run the exercises"). nbgrader calls
 # alembic for its gradebook, hence the virtual environment's scripts on PATH.
@@ -64,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/smoothing.py
 	$(BIN)/python bench/saliency.py
+	$(BIN)/python bench/explorer.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/grading.py
 
 # Retrain every zoo model from scratch (needs the full MNIST under $$ROBUSTLAB_DATA).

@@ -298,12 +298,15 @@ class Explorer:
 
     # -- updates -------------------------------------------------------------------------------
     def _on_change(self, change) -> None:
-        if change["owner"] is self.norm:
-            grid = EPS_GRID[self.norm.value]
-            position = list(EPS_GRID[change["old"]]).index(self.eps.value) if self.eps.value in EPS_GRID[change["old"]] else 0
-            with self.eps.hold_trait_notifications():
-                self.eps.options = grid
-                self.eps.value = grid[position]
+        if change["owner"] is self.norm:  # the same slider position on the other norm's grid
+            old = EPS_GRID[change["old"]]
+            position = old.index(self.eps.value) if self.eps.value in old else 0
+            self.eps.unobserve(self._on_change, names="value")
+            try:
+                self.eps.options = EPS_GRID[self.norm.value]
+                self.eps.index = position
+            finally:
+                self.eps.observe(self._on_change, names="value")
         self.update()
         self._precompute()
 

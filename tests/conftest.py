@@ -1,5 +1,12 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from robustlab import data, models
 
@@ -20,3 +27,32 @@ def mnist_batch(embedded):
 def small_cnn():
     torch.manual_seed(0)
     return models.SmallCNN().eval()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_pages() -> list[str]:
+    """The book's pages in reading order, as paths without suffix (``book/attacks``)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+
+
+@pytest.fixture(scope="session")
+def book_html(tmp_path_factory) -> Path:
+    """Build the whole book once per session from the working tree into a fresh directory
+    (no execution cache, so every page really runs) with warnings as errors.
+
+    ``ROBUSTLAB_BOOK_HTML`` may name an already built ``_build/html`` to skip the build while
+    working on these tests."""
+    if os.environ.get("ROBUSTLAB_BOOK_HTML"):
+        return Path(os.environ["ROBUSTLAB_BOOK_HTML"])
+    jb = Path(sys.executable).with_name("jupyter-book")
+    jb = str(jb) if jb.exists() else shutil.which("jupyter-book")
+    if jb is None:
+        pytest.skip("jupyter-book is not installed (pip install -e '.[book]')")
+    out = tmp_path_factory.mktemp("book")
+    result = subprocess.run([jb, "build", "--all", "-W", "--keep-going", "--path-output", str(out), str(ROOT)],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return out / "_build" / "html"

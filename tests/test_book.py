@@ -5,10 +5,6 @@ working), with a screenshot of each page saved as a test artefact."""
 from __future__ import annotations
 
 import html.parser
-import os
-import shutil
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -16,35 +12,10 @@ import pytest
 import yaml
 
 from .browser import artifacts_dir, browser_page, serve
+from .conftest import toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def toc_pages() -> list[str]:
-    """The book's pages in reading order, as paths without suffix (``book/attacks``)."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [toc["root"]] + [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
-
-
-@pytest.fixture(scope="session")
-def book_html(tmp_path_factory) -> Path:
-    """Build the whole book once per session from the working tree into a fresh directory
-    (no execution cache, so every page really runs) with warnings as errors.
-
-    ``ROBUSTLAB_BOOK_HTML`` may name an already built ``_build/html`` to skip the build while
-    working on these tests."""
-    if os.environ.get("ROBUSTLAB_BOOK_HTML"):
-        return Path(os.environ["ROBUSTLAB_BOOK_HTML"])
-    jb = Path(sys.executable).with_name("jupyter-book")
-    jb = str(jb) if jb.exists() else shutil.which("jupyter-book")
-    if jb is None:
-        pytest.skip("jupyter-book is not installed (pip install -e '.[book]')")
-    out = tmp_path_factory.mktemp("book")
-    result = subprocess.run([jb, "build", "--all", "-W", "--keep-going", "--path-output", str(out), str(ROOT)],
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return out / "_build" / "html"
 
 
 def test_the_book_builds_without_warnings(book_html):
