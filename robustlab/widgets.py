@@ -44,7 +44,9 @@ EPS_GRID = {"linf": tuple(round(0.025 * i, 3) for i in range(13)), "l2": tuple(r
 PGD_STEPS = 20
 # Fewer samples/steps than the library defaults: enough for a picture, fast enough for a slider.
 METHOD_OPTIONS = {"smoothgrad": {"samples": 32, "sigma": 0.15}, "integrated_gradients": {"steps": 32}}
-DEFAULT_MODELS = ("mnist-standard", "mnist-pgd-linf-0.3")
+# The standard model, the Linf PGD-trained one (robust up to eps 0.3, sparse gradient maps) and
+# the L2 PGD-trained one (less robust in Linf, gradient maps that follow the digit).
+DEFAULT_MODELS = ("mnist-standard", "mnist-pgd-linf-0.3", "mnist-pgd-l2-2.0")
 
 
 class Prediction(NamedTuple):
@@ -365,8 +367,8 @@ def explorer(models: Sequence[str] | Mapping[str, nn.Module] = DEFAULT_MODELS, *
     ``make explore``).
 
     Args:
-        models: at least two zoo names, or a name -> model mapping (default: the standard and the
-            Linf PGD-trained zoo models).
+        models: at least two zoo names, or a name -> model mapping (default: the standard, the Linf
+            and the L2 PGD-trained zoo models; the first two are shown side by side).
         x, y: the images to explore, (N, C, H, W) in [0, 1] and (N,) labels; default the first
             ``n_images`` digits of the offline evaluation set.
         n_images: how many default images.

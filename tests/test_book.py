@@ -27,6 +27,9 @@ def test_the_book_builds_without_warnings(book_html):
         # Executed cells must not print tracebacks or warnings into the pages.
         for bad in ("Traceback (most recent call last)", "UserWarning", "DeprecationWarning", "RuntimeWarning"):
             assert bad not in text, f"{page}.html shows {bad}"
+        # MyST that was not parsed (e.g. a backtick fence whose info string has a backtick).
+        for raw in ("```{", ":::{", "{cite}`", "{ref}`", "{doc}`"):
+            assert raw not in text, f"{page}.html shows unparsed MyST markup {raw!r}"
     # MathJax is served by the book itself, so math also renders offline.
     assert (book_html / "_static" / "mathjax" / "tex-chtml.js").exists()
 
