@@ -21,6 +21,7 @@ import base64
 import collections
 import html
 import io
+import json
 import threading
 import time
 import uuid
@@ -277,6 +278,7 @@ class Explorer:
         self.status = w.HTML()
         self._renderers: dict[tuple[str, str], FrameRenderer] = {}
         self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()  # guards the decisions to start and to end the worker
         self._wanted: tuple | None = None
         self._stop = threading.Event()
         self.last_update_s = 0.0
@@ -331,21 +333,21 @@ class Explorer:
         """Fills the cache for the epsilon grid of the current settings in a background thread
         (started on the first change of a control; restarted when the settings change)."""
         index, norm, attack, _, method = self.settings()
-        self._wanted = (index, norm, attack, method)
-        if self._worker is not None and self._worker.is_alive():
-            return  # the running worker picks up the new settings
-        self._worker = threading.Thread(target=self._work, name="robustlab-explorer-precompute", daemon=True)
-        self._worker.start()
+        with self._worker_lock:
+            self._wanted = (index, norm, attack, method)
+            if self._worker is not None:
+                return  # the running worker picks up the new settings before it ends
+            self._worker = threading.Thread(target=self._work, name="robustlab-explorer-precompute", daemon=True)
+            self._worker.start()
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            wanted = self._wanted
-            index, norm, attack, method = wanted
-            todo = [e for e in EPS_GRID[norm] if not self.data.cached(index, norm, attack, e, method)]
-            if not todo:
-                if self._wanted == wanted:
+        while True:
+            with self._worker_lock:
+                index, norm, attack, method = self._wanted
+                todo = [e for e in EPS_GRID[norm] if not self.data.cached(index, norm, attack, e, method)]
+                if not todo or self._stop.is_set():
+                    self._worker = None
                     return
-                continue
             current = float(self.eps.value)
             eps = min(todo, key=lambda e: abs(e - current))  # nearest first
             self.data.frame(index, norm, attack, eps, method)
@@ -353,8 +355,9 @@ class Explorer:
     def close(self) -> None:
         """Stops the background work and closes the widgets."""
         self._stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout=10)
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout=10)
         self.widget.close()
 
     def _repr_mimebundle_(self, **kwargs):
@@ -406,8 +409,6 @@ def static_explorer(models: Sequence[str] | Mapping[str, nn.Module] = DEFAULT_MO
         frames.append(row)
         captions.append(caps)
     uid = "rl-explorer-" + uuid.uuid4().hex[:8]
-    import json
-
     options = "".join(f'<option value="{i}">image {i} (class {int(data.y[i])})</option>' for i in range(len(data.y)))
     return f"""
 <div id="{uid}" class="rl-explorer" style="font-family: sans-serif">
