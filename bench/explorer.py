@@ -38,7 +38,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=3, help="digits to move the slider on")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     app = widgets.explorer(n_images=args.images)
     grid = widgets.EPS_GRID["linf"][1:]
     print(f"{'attack':<6} {'method':<22} {'compute s':>9} {'(a) /1 s':>8} {'cached s':>8} {'(a) /0.25 s':>11} "

@@ -30,6 +30,7 @@ Fairness rules, enforced for every call of the student's function:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
 import os
@@ -76,35 +77,35 @@ def fresh() -> ModuleType:
 # Running the student's function: delegation monitor, time limit, seeding, warnings
 
 
-def _files_of(module_names: tuple[str, ...]) -> set[str]:
-    files = set()
-    for name in module_names:
-        module = importlib.import_module(name)
-        files.add(os.path.realpath(module.__file__))
-    return files
+def _files_of(module_names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(os.path.realpath(importlib.import_module(name).__file__) for name in module_names)
+
+
+@functools.lru_cache(maxsize=None)
+def _origin(filename: str) -> tuple[str, str | None]:
+    """A code object's file, resolved, and the peer package it belongs to (if any). Cached: the
+    profile hook asks for every Python call the student's function makes."""
+    real = os.path.realpath(filename)
+    parts = real.split(os.sep)
+    for pkg in PEER_PACKAGES:
+        if pkg in parts and "site-packages" in parts[:parts.index(pkg)]:
+            return real, pkg
+    return real, None
 
 
 class _Delegation:
     """Records calls into forbidden code while active (a profile hook on this thread)."""
 
-    def __init__(self, forbidden_modules: tuple[str, ...]):
-        self.files = _files_of(forbidden_modules)
+    def __init__(self, files: frozenset[str]):
+        self.files = files
         self.seen: list[str] = []
         self.tampered = False
-        self._real: dict[str, str] = {}
 
     def _forbidden(self, code) -> str | None:
-        filename = code.co_filename
-        real = self._real.get(filename)
-        if real is None:
-            real = self._real[filename] = os.path.realpath(filename)
+        real, peer = _origin(code.co_filename)
         if real in self.files:
             return f"robustlab.{os.path.basename(real)[:-3]}.{code.co_name}"
-        parts = real.split(os.sep)
-        for pkg in PEER_PACKAGES:
-            if pkg in parts and "site-packages" in parts[:parts.index(pkg)]:
-                return pkg
-        return None
+        return peer
 
     def hook(self, frame, event, arg):
         if event == "call":
@@ -146,14 +147,15 @@ class _Runner:
     """Calls the student's function under the fairness rules of one item."""
 
     def __init__(self, item: str, func: Callable, forbidden: tuple[str, ...], seed: int):
-        self.item, self.func, self.forbidden, self.seed = item, func, forbidden, seed
+        self.item, self.func, self.seed = item, func, seed
+        self.forbidden_files = _files_of(forbidden)
         self.calls = 0
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
         torch.manual_seed(self.seed + self.calls)
         np.random.seed(self.seed + self.calls)
-        monitor = _Delegation(self.forbidden)
+        monitor = _Delegation(self.forbidden_files)
         try:
             with _time_limit(TIME_LIMIT), monitor.active():
                 result = self.func(*args, **kwargs)

@@ -66,6 +66,12 @@ def source(assignment: str):
     return nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
+def solution(assignment: str) -> dict[str, str]:
+    """grade_id -> the solution's code, for every solution cell of the assignment."""
+    return {c.metadata["nbgrader"]["grade_id"]: solution_code(c.source) for c in source(assignment).cells
+            if c.metadata.get("nbgrader", {}).get("solution")}
+
+
 def submit(course: Path, student: str, assignment: str, code: dict[str, str], edit=None) -> None:
     """Hands in the released notebook with the solution cells replaced by ``code`` (grade_id ->
     source; cells not named stay as released), after ``edit(nb)`` if given."""
@@ -142,31 +148,29 @@ def test_the_assignments_cover_every_graded_item():
 def test_autograding(course, assignment):
     """One autograde run per assignment over many 'students': the solution, the blank exercise,
     correct code written differently, and each typical mistake and way of delegating."""
-    src = source(assignment)
-    items = items_of(src)
-    solution = {c.metadata["nbgrader"]["grade_id"]: solution_code(c.source) for c in src.cells
-                if c.metadata.get("nbgrader", {}).get("solution")}
-    submit(course, "solution", assignment, solution)
+    items = items_of(source(assignment))
+    solved = solution(assignment)
+    submit(course, "solution", assignment, solved)
     submit(course, "blank", assignment, {})
     submit(course, "alternative", assignment, {item: ALTERNATIVE[item] for item in items})
     wrong = [(i, item, what, code, fragment) for i, (item, what, code, fragment) in enumerate(WRONG) if item in items]
     assert len(wrong) >= 3, f"{assignment}: at least three typical mistakes must be graded"
     for i, item, what, code, _ in wrong:
-        submit(course, f"wrong{i}", assignment, {**solution, item: code})
+        submit(course, f"wrong{i}", assignment, {**solved, item: code})
     delegating = [(i, what, item, code) for i, (what, item, code) in enumerate(DELEGATING) if item in items]
     for i, what, item, code in delegating:
-        submit(course, f"delegating{i}", assignment, {**solution, item: code})
+        submit(course, f"delegating{i}", assignment, {**solved, item: code})
     first, last = items[0], items[-1]
 
     def tamper(nb):  # delete the first item's test cell, gut the last one's
         tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
         nb.cells.remove(tests[0])
         tests[-1].source = "pass  # the test was here"
-    submit(course, "tampered", assignment, {**solution, first: "def %s(*args, **kwargs):\n    return None" % first},
+    submit(course, "tampered", assignment, {**solved, first: "def %s(*args, **kwargs):\n    return None" % first},
            edit=tamper)
-    submit(course, "loops", assignment, {**solution, last: solution[last].replace(
+    submit(course, "loops", assignment, {**solved, last: solved[last].replace(
         '"""\n', '"""\n    while True:\n        pass\n', 1)})
-    submit(course, "warns", assignment, {**solution, first: solution[first].replace(
+    submit(course, "warns", assignment, {**solved, first: solved[first].replace(
         '"""\n', '"""\n    import warnings\n    warnings.warn("a harmless warning", UserWarning)\n', 1)})
 
     nbgrader(course, "autograde", assignment, "--force")
@@ -197,10 +201,7 @@ def test_autograding(course, assignment):
 
 def test_a_cell_that_never_ends_costs_only_its_item(course):
     """nbgrader's per-cell timeout is the backstop for a loop outside any graded call."""
-    src = source("smoothing")
-    solution = {c.metadata["nbgrader"]["grade_id"]: solution_code(c.source) for c in src.cells
-                if c.metadata.get("nbgrader", {}).get("solution")}
-    submit(course, "hangs", "smoothing", {**solution, "sample_counts": "while True:\n    pass\n"})
+    submit(course, "hangs", "smoothing", {**solution("smoothing"), "sample_counts": "while True:\n    pass\n"})
     nbgrader(course, "autograde", "smoothing", "--student", "hangs", "--force", "--Execute.timeout=15")
     got = scores(course, "smoothing")["hangs"]
     # sample_counts was never defined, and certify builds on it; the bound is unaffected.
@@ -209,10 +210,7 @@ def test_a_cell_that_never_ends_costs_only_its_item(course):
 
 def test_instructor_feedback_and_export(course):
     """After autograding: feedback files for the students, and a grades CSV."""
-    src = source("gradreg")
-    solution = {c.metadata["nbgrader"]["grade_id"]: solution_code(c.source) for c in src.cells
-                if c.metadata.get("nbgrader", {}).get("solution")}
-    submit(course, "carol", "gradreg", solution)
+    submit(course, "carol", "gradreg", solution("gradreg"))
     submit(course, "dave", "gradreg", {"gradreg_loss": WRONG[[w[1] for w in WRONG].index(
         "gradient of the mean loss")][2]})
     nbgrader(course, "autograde", "gradreg", "--student", "carol", "--force")
