@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 book: $(STAMP)
@@ -63,6 +64,7 @@ grades: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/attacks.py
+	$(BIN)/python bench/evaluate.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/smoothing.py
 	$(BIN)/python bench/saliency.py

@@ -23,7 +23,6 @@ import robustlab as rl
 from robustlab import models
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="small-cnn", choices=sorted(models.ARCHITECTURES))
@@ -50,7 +49,8 @@ def main() -> None:
             loss = F.cross_entropy(model(x_in), y, reduction="sum")
             torch.autograd.grad(loss, x_in)
 
-    print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device={device} ({where}) "
           f"torch={torch.__version__} model={args.model} batch={args.batch} k={k} repeats={args.repeats}")
     print(f"{'norm':5} {'k x fwd+bwd':>12} {'robustlab':>10} {'torchattacks':>13} "
           f"{'(a) ratio':>10} {'target':>7} {'(b) ratio':>10} {'target':>7}")

@@ -20,8 +20,6 @@ import argparse
 import statistics
 import time
 
-import torch
-
 from robustlab import attacks, widgets
 
 

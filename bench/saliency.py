@@ -22,7 +22,6 @@ from _common import model_and_batch, paired_times
 from robustlab import models, saliency
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="small-cnn", choices=sorted(models.ARCHITECTURES))
@@ -49,8 +48,8 @@ def main() -> None:
 
     fns = {"fb": forward_backward_k, "ours": ours}
     try:
-        from captum.attr import IntegratedGradients
         import captum
+        from captum.attr import IntegratedGradients
 
         ig = IntegratedGradients(model)
 

@@ -22,7 +22,6 @@ from _common import paired_times
 from robustlab import data, smoothing, zoo
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mnist-gaussian-0.5", help="zoo model")

@@ -100,30 +100,98 @@ def _load_model(spec: str):
 
 
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="robustness report: clean, FGSM/FGM, PGD-40, PGD-100 with restarts",
-                       description="Evaluate models under Linf 0.1/0.2/0.3 and L2 1.0/2.0 (attacks run "
-                                   "as a cascade: each column is the worst case so far, per example), "
-                                   "plus FGM at L2 eps 5.")
+    p = sub.add_parser("evaluate", help="robustness report: the attack suite (APGD-CE, APGD-T, Square)",
+                       description="Evaluate models under Linf 0.1/0.2/0.3 and L2 1.0/2.0 with the attack "
+                                   "suite (AutoAttack's protocol: APGD-CE, then APGD-T, then Square, each "
+                                   "on the examples still robust, with masking checks). --attacks cascade "
+                                   "runs the older, weaker cascade FGSM/FGM -> PGD-40 -> PGD-100 x restarts "
+                                   "(plus FGM at L2 eps 5) for comparison. Runs sharded under torchrun.")
     p.add_argument("models", nargs="+", help="zoo names (see `robustlab zoo list`) or .safetensors files")
+    p.add_argument("--attacks", choices=("suite", "cascade"), default="suite",
+                   help="the attack suite (default) or the old PGD cascade")
+    p.add_argument("--version", choices=("standard", "quick"), default="standard",
+                   help="suite version (default: standard, AutoAttack's settings)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks (default: 0)")
     p.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
     p.add_argument("-n", "--n", type=int, default=None, help="evaluate on the first N test examples")
-    p.add_argument("--restarts", type=int, default=5, help="restarts of the final PGD (default: 5)")
-    p.add_argument("--final-steps", type=int, default=100, help="steps of the final PGD (default: 100)")
+    p.add_argument("--restarts", type=int, default=5, help="cascade: restarts of the final PGD (default: 5)")
+    p.add_argument("--final-steps", type=int, default=100, help="cascade: steps of the final PGD (default: 100)")
     p.add_argument("--threat-models", default=None,
-                   help="comma-separated, e.g. 'linf:0.3,l2:2.0,l2:5:single' (default: Linf 0.1/0.2/0.3, "
-                        "L2 1.0/2.0, and FGM at L2 5)")
+                   help="comma-separated, e.g. 'linf:0.3,l2:2.0' (default: Linf 0.1/0.2/0.3, L2 1.0/2.0; "
+                        "the cascade adds FGM at L2 5, e.g. 'l2:5:single')")
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="suite: write one JSON per model and threat model here; finished ones are "
+                        "reused and a killed run resumes")
+    p.add_argument("--csv", type=Path, default=None, help="cascade: also write the table as CSV")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
     p.add_argument("--update-cards", action="store_true",
                    help="store the measured numbers in the zoo models' cards")
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _init_distributed() -> None:
+    """Joins the torchrun process group (gloo on the CPU, nccl on GPUs) when WORLD_SIZE > 1."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
 def _cmd_evaluate(args) -> int:
     from . import report, zoo
-    from .train import evaluate_accuracy
     from .data import embedded_mnist
+    from .train import evaluate_accuracy
+
+    if args.attacks == "cascade":
+        return _cmd_evaluate_cascade(args)
+    _init_distributed()
+    rank, _ = report._distributed()
+    threats = report.SUITE_THREAT_MODELS
+    if args.threat_models:
+        threats = [report.parse_threat_model(t) for t in args.threat_models.split(",")]
+        if any(t.single_step_only for t in threats):
+            raise SystemExit("error: ':single' threat models belong to --attacks cascade")
+    test = report.eval_set(root=args.data_root, n=args.n)
+    device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    x, y = test.x.to(device), test.y.to(device)
+    if rank == 0:
+        print(f"data: {test.source}")
+    md_parts = []
+    for spec in args.models:
+        name, model = _load_model(spec)
+        model = model.to(device)
+        records = [report.suite_entry(model, x, y, norm=t.norm, eps=t.eps, version=args.version, seed=args.seed,
+                                      batch_size=args.batch_size, progress=True, source=test.source,
+                                      model_name=name, results_dir=args.results_dir) for t in threats]
+        md = report.suite_to_markdown(records, name)
+        md_parts.append(md)
+        if rank != 0:
+            continue
+        print(md)
+        if args.update_cards:
+            if name not in zoo.names():
+                raise SystemExit(f"error: --update-cards needs zoo models, {spec!r} is not one")
+            rows = [{k: r[k] for k in ("norm", "eps", "clean", "robust", "n", "broken_by", "masking_warnings")}
+                    for r in records]
+            key = "suite" if args.n is None or args.n == 1000 else f"suite_n{test.x.shape[0]}"
+            emb = embedded_mnist()
+            zoo.update_metrics(name, {
+                key: {"data": test.source, "protocol": records[0]["protocol"], "seed": args.seed,
+                      "torch": torch.__version__, "rows": rows},
+                "embedded_clean_accuracy": evaluate_accuracy(model, emb.x, emb.y),
+            })
+    if args.markdown and rank == 0:
+        args.markdown.write_text("\n".join(md_parts))
+    return 0
+
+
+def _cmd_evaluate_cascade(args) -> int:
+    from . import report, zoo
+    from .data import embedded_mnist
+    from .train import evaluate_accuracy
 
     threats = report.DEFAULT_THREAT_MODELS
     if args.threat_models:

@@ -112,7 +112,8 @@ def run_roar_kar(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 3,
 
 
 def run_manifold(*, n: int = 500, eps: float = 2.0, steps: int = 40, refine_steps: int = 100, root=None,
-                 models: tuple[str, ...] = (STANDARD, "mnist-pgd-l2-2.0", ROBUST, "mnist-trades-linf-0.3")) -> dict[str, Any]:
+                 models: tuple[str, ...] = (STANDARD, "mnist-pgd-l2-2.0", ROBUST, "mnist-trades-linf-0.3"),
+                 ) -> dict[str, Any]:
     """Kim et al. §2.1: distance of L2 PGD adversarial examples to the VAE manifold, per model.
 
     Only successful adversarial examples count (on failures the image barely moves); the
@@ -187,7 +188,8 @@ def run_tradeoff() -> dict[str, Any]:
 
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "alignment": run_alignment, "transfer": run_transfer, "fgsm_table": run_fgsm_table, "roar_kar": run_roar_kar,
-    "roar_kar_zero_fill": functools.partial(run_roar_kar, fill=0.0), "manifold": run_manifold, "generation": run_generation, "toy_2d": run_toy_2d, "tradeoff": run_tradeoff,
+    "roar_kar_zero_fill": functools.partial(run_roar_kar, fill=0.0), "manifold": run_manifold,
+    "generation": run_generation, "toy_2d": run_toy_2d, "tradeoff": run_tradeoff,
 }
 
 

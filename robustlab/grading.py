@@ -78,7 +78,17 @@ def fresh() -> ModuleType:
 
 
 def _files_of(module_names: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(os.path.realpath(importlib.import_module(name).__file__) for name in module_names)
+    """The resolved source files of the modules; a package counts with every file in it."""
+    files = set()
+    for name in module_names:
+        module = importlib.import_module(name)
+        if hasattr(module, "__path__"):  # a package: all of its modules, subpackages included
+            for folder in module.__path__:
+                for root, _, names in os.walk(folder):
+                    files.update(os.path.realpath(os.path.join(root, f)) for f in names if f.endswith(".py"))
+        else:
+            files.add(os.path.realpath(module.__file__))
+    return frozenset(files)
 
 
 @functools.lru_cache(maxsize=None)
@@ -354,10 +364,10 @@ def _check_step(run: _Runner, hidden: bool, norm: str) -> int:
             _unchanged(run.item, before, after, name)
         got = _as_tensor(run.item, got, x, "the new x_adv")
         box = ((x - eps).clamp_min(0), (x + eps).clamp_max(1)) if norm == "linf" else None
-        want = attacks._step(x, x_adv, grad.clone(), alpha, eps, norm, box)
+        want = attacks.pgd_step(x_adv, x, grad, alpha=alpha, eps=eps, norm=norm)
         if _matches(got, want):
             continue
-        flipped = attacks._step(x, x_adv, -grad, alpha, eps, norm, box)
+        flipped = attacks.pgd_step(x_adv, x, -grad, alpha=alpha, eps=eps, norm=norm)
         if _matches(got, flipped):
             _fail(run.item, "your step goes down the loss: move along +grad (gradient ascent)")
         _box(run.item, got)
@@ -418,7 +428,7 @@ def _check_pgd_at_epoch(run: _Runner, hidden: bool) -> int:
                 loss = reference(model, batches, optimizer, eps, alpha, steps, adversarial=who != "clean",
                                  zero_grad=who != "accumulating")
             results[who] = (loss, torch.cat([p.detach().flatten() for p in model.parameters()]))
-        (loss, params), (ref_loss, ref_params), (clean_loss, clean_params) = (
+        (loss, params), (ref_loss, ref_params), (_, clean_params) = (
             results["student"], results["reference"], results["clean"])
         initial = torch.cat([p.detach().flatten() for p in _mlp(seed).parameters()])
         if torch.equal(params, initial):
@@ -454,7 +464,8 @@ def _check_evaluate(run: _Runner, hidden: bool) -> int:
 
     settings = [(_zoo("mnist-pgd-linf-0.3"), 64, 0.3, 0.05, 10, True)]
     if hidden:
-        settings += [(_mlp(5, dropout=0.5), 40, 0.1, 0.03, 5, True), (_zoo("mnist-standard"), 50, 0.1, 0.025, 10, False)]
+        settings += [(_mlp(5, dropout=0.5), 40, 0.1, 0.03, 5, True),
+                     (_zoo("mnist-standard"), 50, 0.1, 0.025, 10, False)]
     for i, (model, n, eps, alpha, steps, start_in_train) in enumerate(settings):
         x, y = _digits(n, 60 + i)
         model.eval()
@@ -618,7 +629,8 @@ def _check_lower_confidence_bound(run: _Runner, hidden: bool) -> int:
         if k < n and math.isclose(got, float(beta_dist.ppf(1 - alpha, k + 1, n - k)), rel_tol=1e-6):
             _fail(run.item, f"{where}: that is the upper bound; use the lower one, Beta(alpha; count, n - count + 1)")
         phat = k / n
-        if math.isclose(got, phat - normal.ppf(1 - alpha) * math.sqrt(phat * (1 - phat) / n), rel_tol=1e-4, abs_tol=1e-9):
+        wald = phat - normal.ppf(1 - alpha) * math.sqrt(phat * (1 - phat) / n)
+        if math.isclose(got, wald, rel_tol=1e-4, abs_tol=1e-9):
             _fail(run.item, f"{where}: that is the normal approximation, which is not a valid bound for "
                             "proportions near 0 or 1; use the exact Clopper–Pearson bound (a Beta quantile)")
         _fail(run.item, f"{where} (the one-sided Clopper–Pearson bound, scipy.stats.beta.ppf(alpha, count, "
@@ -655,7 +667,8 @@ def _check_certify(run: _Runner, hidden: bool) -> int:
             continue
         if prediction != true_class:
             _fail(run.item, f"predicted {prediction} for a point the smoothed classifier puts in class "
-                            f"{true_class} with probability {max(model.p_class1(x, sigma), 1 - model.p_class1(x, sigma)):.3f}")
+                            f"{true_class} with probability "
+                            f"{max(model.p_class1(x, sigma), 1 - model.p_class1(x, sigma)):.3f}")
         if radius < 0:
             _fail(run.item, f"negative radius {radius:.3f}: abstain (-1) instead when p_A_lower < 1/2")
         if what == "easy":
@@ -846,7 +859,7 @@ ITEMS: dict[str, tuple[Callable[[_Runner, bool], int], tuple[str, ...]]] = {
     "pgd_l2_step": (lambda run, hidden: _check_step(run, hidden, "l2"), ("robustlab.attacks",)),
     # The training items may use robustlab.pgd for the inner maximisation (their contract says so).
     "pgd_at_epoch": (_check_pgd_at_epoch, ("robustlab.train",)),
-    "evaluate": (_check_evaluate, ("robustlab.train", "robustlab.report")),
+    "evaluate": (_check_evaluate, ("robustlab.train", "robustlab.report", "robustlab.evaluate")),
     "gradreg_loss": (_check_gradreg_loss, ("robustlab.train",)),
     "sample_counts": (_check_sample_counts, ("robustlab.smoothing",)),
     "lower_confidence_bound": (_check_lower_confidence_bound, ("robustlab.smoothing",)),

@@ -26,8 +26,8 @@ from scipy.stats import norm as normal_dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import attacks, models
-from ._checks import check_choice, check_flag, check_generator, check_images, check_labels, check_number, eval_mode
+from . import attacks, evaluate, models
+from ._checks import check_flag, check_generator, check_images, check_labels, check_number, eval_mode
 from .train import TrainConfig, evaluate_accuracy, fit
 
 __all__ = [
@@ -298,32 +298,7 @@ def mass_near_digit(attr: Tensor, x: Tensor, *, threshold: float = 0.5, radius: 
 
 # --- transfer attacks ---------------------------------------------------------------------------
 
-def transfer_matrix(sources: Mapping[str, nn.Module], x: Tensor, y: Tensor, *,
-                    attack: Callable[[nn.Module, Tensor, Tensor], Tensor],
-                    targets: Mapping[str, nn.Module] | None = None, batch_size: int = 500) -> Tensor:
-    """Accuracy of each target model on adversarial examples crafted on each source model.
-
-    Args:
-        sources: name -> model the attack is run on.
-        x: clean images, (N, C, H, W), in [0, 1].
-        y: labels, (N,).
-        attack: ``attack(model, x, y) -> x_adv``, e.g. ``functools.partial(robustlab.fgsm, eps=0.3)``.
-        targets: name -> evaluated model (default: the sources).
-        batch_size: examples per attack call.
-
-    Returns:
-        (len(sources), len(targets)) accuracies; the diagonal (same model) is the white-box case.
-    """
-    x = check_images(x)
-    y = check_labels(y, x)
-    targets = sources if targets is None else targets
-    out = torch.zeros(len(sources), len(targets))
-    for i, src in enumerate(sources.values()):
-        x_adv = torch.cat([attack(src, x[b:b + batch_size], y[b:b + batch_size])
-                           for b in range(0, x.shape[0], batch_size)])
-        for j, tgt in enumerate(targets.values()):
-            out[i, j] = evaluate_accuracy(tgt, x_adv, y)
-    return out
+transfer_matrix = evaluate.transfer_matrix  # moved to robustlab.evaluate; importable here too
 
 
 # --- the 2-D toy (Kim et al., section 2.2) ------------------------------------------------------
@@ -462,7 +437,8 @@ def tsipras_data(n: int, *, d: int, p: float = 0.95, eta: float | None = None,
     return torch.cat([x1[:, None], rest], dim=1), y
 
 
-def tsipras_accuracies(*, d: int, p: float = 0.95, eta: float | None = None, eps: float | None = None) -> dict[str, float]:
+def tsipras_accuracies(*, d: int, p: float = 0.95, eta: float | None = None,
+                       eps: float | None = None) -> dict[str, float]:
     """Closed-form clean and Linf-robust accuracies of two classifiers on :func:`tsipras_data`.
 
     - "standard": ``sign(mean(x_2 .. x_{d+1}))``: clean accuracy ``Phi(eta sqrt(d))``; an Linf

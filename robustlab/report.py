@@ -179,3 +179,118 @@ def to_markdown(rows: Sequence[ReportRow], model_name: str = "", source: str = "
         last = f"{pct(r.pgd100)} (x{r.restarts})" if r.pgd100 is not None else "–"
         lines.append(f"| {norm} ε={r.eps:g} | {pct(r.clean)} | {pct(r.single_step)} | {pct(r.pgd40)} | {last} |")
     return "\n".join(lines) + "\n"
+
+
+# --- the attack suite's report ------------------------------------------------------------------
+
+# The suite's threat models: the course table's norm balls (the single-step-only L2 5 row is a
+# check of the cascade, not a threat model the suite evaluates).
+SUITE_THREAT_MODELS = tuple(tm for tm in DEFAULT_THREAT_MODELS if not tm.single_step_only)
+
+
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def suite_entry(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float,
+                version: str = "standard", seed: int = 0, batch_size: int = 500,
+                progress: bool = False, source: str = "", model_name: str = "",
+                results_dir=None) -> dict:
+    """The attack suite on one threat model, as a JSON-ready record; stored and resumable.
+
+    With ``results_dir`` the record is written to ``<model>-<norm>-<eps>.json`` there (and a
+    finished record with the same settings is read back instead of recomputed); a checkpoint
+    beside it lets a killed run resume after its last finished batch. Under ``torchrun`` each
+    process attacks a contiguous slice of the examples and the results are gathered (every
+    process returns the whole record; process 0 writes it).
+
+    Returns:
+        A dict with the model, data, protocol, torch version, clean and robust accuracy, the
+        number of examples each attack broke (``broken_by``), their indices (``broken``), the
+        masking warnings raised and the seconds taken.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from . import evaluate, masking
+
+    rank, world = _distributed()
+    settings = {"model": model_name, "norm": norm, "eps": float(eps), "version": version, "seed": seed,
+                "n": int(x.shape[0]), "data": source}
+    path = None
+    if results_dir is not None:
+        path = Path(results_dir) / f"{model_name or 'model'}-{norm}-{eps:g}.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            if all(record.get(k) == v for k, v in settings.items()):
+                return record
+    n = x.shape[0]
+    # Slices start at multiples of batch_size: with the seeds following the global position, the
+    # gathered result equals a single process's.
+    batches = -(-n // batch_size)
+    lo, hi = (min(n, rank * batches // world * batch_size), min(n, (rank + 1) * batches // world * batch_size))
+    ckpt = None
+    if path is not None:
+        ckpt = path.with_name(f".{path.stem}.rank{rank}-of-{world}.ckpt")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", masking.MaskingWarning)
+        res = evaluate.attack_suite(model, x[lo:hi], y[lo:hi], norm=norm, eps=eps, version=version,
+                                    seed=seed, batch_size=batch_size, progress=progress and rank == 0,
+                                    checkpoint=ckpt, index_offset=lo)
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, masking.MaskingWarning)})
+    for w in caught:  # pass every warning on to the caller
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    part = {"clean": res.clean.cpu().tolist(), "broken_by": list(res.broken_by), "notes": notes}
+    if world > 1:
+        import torch.distributed as dist
+
+        parts = [None] * world
+        dist.all_gather_object(parts, part)
+    else:
+        parts = [part]
+    clean = [c for p in parts for c in p["clean"]]
+    broken_by = [b for p in parts for b in p["broken_by"]]
+    attacks_order = ["clean", "apgd-ce", "apgd-t", "square", "fgsm", "fgm"]
+    counts = {a: sum(b == a for b in broken_by) for a in attacks_order if any(b == a for b in broken_by)}
+    record = dict(settings)
+    record.update({
+        "protocol": evaluate.describe_suite(version),
+        "torch": torch.__version__,
+        "clean": sum(clean) / n if n else float("nan"),
+        "robust": sum(b is None for b in broken_by) / n if n else float("nan"),
+        "broken_by": counts,
+        "broken": {a: [i for i, b in enumerate(broken_by) if b == a] for a in counts},
+        "masking_warnings": sorted({m for p in parts for m in p["notes"]}),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "processes": world,
+    })
+    if path is not None and rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(path)
+        if ckpt is not None and ckpt.exists():
+            ckpt.unlink()
+    return record
+
+
+def suite_to_markdown(records: Sequence[dict], model_name: str = "") -> str:
+    """Suite records of one model as a Markdown table (accuracies in percent)."""
+    lines = []
+    if records:
+        lines += [f"**{model_name}** on {records[0]['data']}; {records[0]['protocol']}", ""]
+    lines.append("| threat model | clean | robust (suite) | broken by APGD-CE / APGD-T / Square / single step |")
+    lines.append("|---|---:|---:|---|")
+    for r in records:
+        norm = "L∞" if r["norm"] == "linf" else "L2"
+        b = r["broken_by"]
+        single = b.get("fgsm", 0) + b.get("fgm", 0)
+        lines.append(f"| {norm} ε={r['eps']:g} | {100 * r['clean']:.1f} | {100 * r['robust']:.1f} | "
+                     f"{b.get('apgd-ce', 0)} / {b.get('apgd-t', 0)} / {b.get('square', 0)} / {single} |")
+    return "\n".join(lines) + "\n"

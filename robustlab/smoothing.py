@@ -14,8 +14,6 @@ generator state gives the same counts for every batch size.
 from __future__ import annotations
 
 import csv
-import math
-import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

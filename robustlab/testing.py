@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinearBinary", "Quadratic", "tiny_cnn"]
+__all__ = ["LinearBinary", "LinearMulti", "Quadratic", "QuantizedInput", "tiny_cnn", "model_state", "assert_same_state"]
 
 
 class LinearBinary(nn.Module):
@@ -32,6 +32,45 @@ class LinearBinary(nn.Module):
         """(N, C, H, W) -> (N, 2) logits."""
         f = x.flatten(1) @ self.w.flatten() + self.b  # (N,)
         return torch.stack([torch.zeros_like(f), f], dim=1)
+
+
+class LinearMulti(nn.Module):
+    """K-class linear model with logits ``W x + b``: every margin ``z_y - z_j`` is linear in x,
+    so the smallest perturbation that changes its prediction has a closed form (the distance
+    to the nearest of the hyperplanes ``(w_y - w_j).x + b_y - b_j = 0``, in the dual norm).
+
+    Args:
+        weight: (K, C, H, W): one weight image per class.
+        bias: (K,).
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, K) logits."""
+        return x.flatten(1) @ self.weight.flatten(1).T + self.bias
+
+
+class QuantizedInput(nn.Module):
+    """Rounds its input to ``levels`` grey levels, then runs ``model``: a masked gradient.
+
+    The rounding has a zero derivative almost everywhere, so every input gradient through it is
+    exactly zero and gradient attacks cannot move, while the model can still be fooled (a
+    score-based attack such as Square does it). The textbook case of gradient masking
+    (Athalye et al., 2018); never a defence.
+    """
+
+    def __init__(self, model: nn.Module, levels: int = 4):
+        super().__init__()
+        self.model = model
+        self.levels = levels
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) in [0, 1] -> the model's logits on the quantised images."""
+        return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))
 
 
 class Quadratic(nn.Module):
@@ -88,3 +127,25 @@ def tiny_cnn(in_channels: int = 1, num_classes: int = 10, *, size: int = 8, batc
     finally:
         torch.random.set_rng_state(gen_state)
     return model
+
+
+def model_state(model: nn.Module) -> dict:
+    """Everything a call could change on ``model``: parameters and buffers, ``.grad``,
+    ``requires_grad`` and every module's training flag (copies, for :func:`assert_same_state`)."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "grad": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "training": [m.training for m in model.modules()],
+    }
+
+
+def assert_same_state(before: dict, after: dict) -> None:
+    """Raises AssertionError naming the first difference between two :func:`model_state` records."""
+    assert before["training"] == after["training"], "a module's training flag changed"
+    assert before["requires_grad"] == after["requires_grad"], "requires_grad changed"
+    for k, v in before["state"].items():
+        assert torch.equal(v, after["state"][k]), f"parameter or buffer {k} changed"
+    for k, v in before["grad"].items():
+        w = after["grad"][k]
+        assert (v is None and w is None) or (v is not None and w is not None and torch.equal(v, w)), f"{k}.grad changed"

@@ -203,12 +203,11 @@ def _trades_adversary(model: nn.Module, x: Tensor, p_clean: Tensor, eps: float, 
     """TRADES' inner maximisation of KL(f(x) || f(x')) over the eps-ball, from x + 0.001 N(0, I)."""
     start = 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     x_adv = (x + start).clamp(0.0, 1.0)
-    box = ((x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)) if norm == "linf" else None
     for _ in range(steps):
         x_in = x_adv.detach().requires_grad_(True)
         kl = F.kl_div(F.log_softmax(model(x_in), dim=1), p_clean, reduction="sum")
         (grad,) = torch.autograd.grad(kl, x_in)
-        x_adv = attacks._step(x, x_in.detach(), grad, alpha, eps, norm, box)
+        x_adv = attacks.pgd_step(x_in.detach(), x, grad, alpha=alpha, eps=eps, norm=norm)
     return x_adv.detach()
 
 
@@ -262,9 +261,8 @@ def training_loss(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, *
                           reduction="batchmean")
         return F.cross_entropy(logits, y) + config.beta * robust, logits_adv
     steps = config.steps if method == "pgd" else 1
-    x_adv = attacks._attack(attack_model, x, y, eps=eps, alpha=alpha, steps=steps,
-                            norm=config.norm, random_start=method != "fgsm", restarts=1,
-                            targeted=False, loss="ce", generator=generator)
+    x_adv = attacks.pgd(attack_model, x, y, eps=eps, alpha=alpha, steps=steps, norm=config.norm,
+                        random_start=method != "fgsm", generator=generator)
     logits = model(x_adv)
     return F.cross_entropy(logits, y), logits
 
@@ -424,10 +422,9 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
         if config.method in ADVERSARIAL:
             row["eps"] = eps
         if config.method == "fgsm_rs":
-            x_pgd = attacks._attack(model, guard_x, guard_y, eps=eps, alpha=eps / 4,
-                                    steps=config.guard_steps, norm="linf", random_start=True,
-                                    restarts=1, targeted=False, loss="ce",
-                                    generator=_generator(config.seed, epoch, 98, device))
+            x_pgd = attacks.pgd(model, guard_x, guard_y, eps=eps, alpha=eps / 4,
+                                steps=config.guard_steps, norm="linf",
+                                generator=_generator(config.seed, epoch, 98, device))
             row["guard_accuracy"] = evaluate_accuracy(model, x_pgd, guard_y)
             if row["guard_accuracy"] < best_guard - config.guard_drop:
                 model.load_state_dict(previous_state)

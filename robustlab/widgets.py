@@ -5,7 +5,9 @@ the saliency method, the image and the two models; for each model it shows the c
 adversarial image, the perturbation, the saliency maps on the clean and on the adversarial
 input, and the predicted class with its probability. Attacks and maps are computed on demand
 and cached; the first change of a control starts a background thread that fills the cache for
-the whole epsilon grid of the current settings, so later slider moves only redraw.
+the whole epsilon grid of the current settings, so later slider moves only redraw. The worker
+checks a stop event between frames; ``Explorer.close()`` and an ``atexit`` hook set it and wait
+for the frame in progress, so a plain Python process that used the explorer exits cleanly.
 
 Nothing runs in the background before a person moves a control: executing a notebook that
 builds the explorer (the book build, nbgrader, papermill) computes the first frame and returns.
@@ -17,6 +19,7 @@ snippet with a plain JavaScript slider, for the online book where no kernel exis
 
 from __future__ import annotations
 
+import atexit
 import base64
 import collections
 import html
@@ -25,6 +28,7 @@ import json
 import threading
 import time
 import uuid
+import weakref
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -45,6 +49,8 @@ EPS_GRID = {"linf": tuple(round(0.025 * i, 3) for i in range(13)), "l2": tuple(r
 PGD_STEPS = 20
 # Fewer samples/steps than the library defaults: enough for a picture, fast enough for a slider.
 METHOD_OPTIONS = {"smoothgrad": {"samples": 32, "sigma": 0.15}, "integrated_gradients": {"steps": 32}}
+# How long interpreter exit (and close()) waits for a worker to finish its current frame.
+WORKER_JOIN_TIMEOUT_S = 30.0
 # The standard model, the Linf PGD-trained one (robust up to eps 0.3, sparse gradient maps) and
 # the L2 PGD-trained one (less robust in Linf, gradient maps that follow the digit).
 DEFAULT_MODELS = ("mnist-standard", "mnist-pgd-linf-0.3", "mnist-pgd-l2-2.0")
@@ -210,8 +216,9 @@ class FrameRenderer:
             clean_ax, adv_ax = self.titles[r]
             clean_ax.set_xlabel(f"{mf.prediction_clean.label} ({100 * mf.prediction_clean.probability:.0f} %)",
                                 fontsize=9)
-            fooled = mf.prediction_adversarial.label != frame.label
-            adv_ax.set_xlabel(f"{mf.prediction_adversarial.label} ({100 * mf.prediction_adversarial.probability:.0f} %)",
+            adv = mf.prediction_adversarial
+            fooled = adv.label != frame.label
+            adv_ax.set_xlabel(f"{adv.label} ({100 * adv.probability:.0f} %)",
                               fontsize=9, color="tab:red" if fooled else "black")
         buf = io.BytesIO()
         self.fig.savefig(buf, format="png", dpi=self.dpi)
@@ -281,6 +288,7 @@ class Explorer:
         self._worker_lock = threading.Lock()  # guards the decisions to start and to end the worker
         self._wanted: tuple | None = None
         self._stop = threading.Event()
+        _LIVE_EXPLORERS.add(self)  # so that interpreter exit can stop its worker
         self.last_update_s = 0.0
         self.last_update_cached = False
         for control in (self.eps, self.norm, self.attack, self.method, self.image, self.left, self.right):
@@ -352,16 +360,38 @@ class Explorer:
             eps = min(todo, key=lambda e: abs(e - current))  # nearest first
             self.data.frame(index, norm, attack, eps, method)
 
+    def stop_worker(self, timeout: float = WORKER_JOIN_TIMEOUT_S) -> bool:
+        """Stops the background work: the worker ends after the frame it is computing. Waits up
+        to ``timeout`` seconds; returns whether no worker is left running."""
+        self._stop.set()
+        with self._worker_lock:
+            worker = self._worker
+        if worker is None or worker is threading.current_thread():
+            return True
+        worker.join(timeout=timeout)
+        return not worker.is_alive()
+
     def close(self) -> None:
         """Stops the background work and closes the widgets."""
-        self._stop.set()
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout=10)
+        self.stop_worker()
         self.widget.close()
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+_LIVE_EXPLORERS: weakref.WeakSet[Explorer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    """Interpreter exit does not wait for daemon threads: it tears down the runtime under them, and
+    a worker caught inside a torch operation then aborts the whole process ("terminate called
+    without an active exception", exit code 134). atexit handlers run while the threads still
+    exist, so stop each worker here and wait for it to finish its current frame."""
+    deadline = time.monotonic() + WORKER_JOIN_TIMEOUT_S
+    for app in list(_LIVE_EXPLORERS):
+        app.stop_worker(timeout=max(deadline - time.monotonic(), 0.0))
 
 
 def explorer(models: Sequence[str] | Mapping[str, nn.Module] = DEFAULT_MODELS, *, x: Tensor | None = None,

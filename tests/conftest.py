@@ -1,3 +1,4 @@
+import importlib
 import os
 import shutil
 import subprocess
@@ -30,6 +31,27 @@ def small_cnn():
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def peers_required() -> bool:
+    """Whether a missing peer library fails the test instead of skipping it: on CI (``CI`` set to
+    anything but ``0``/``false``, as CI services do) or with ``ROBUSTLAB_REQUIRE_PEERS=1``."""
+    ci = os.environ.get("CI", "").strip().lower()
+    return ci not in ("", "0", "false", "no") or os.environ.get("ROBUSTLAB_REQUIRE_PEERS") == "1"
+
+
+def require_peer(module_name: str):
+    """Import and return the peer library ``module_name`` that an agreement test compares against
+    (torchattacks, captum, statsmodels, ART). When it cannot be imported the test is skipped
+    locally but fails on CI, so that CI cannot pass by skipping the agreement tests."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        msg = (f"peer library {module_name!r} cannot be imported ({exc}); install the test peers with "
+               "make setup (pip install -e '.[dev]' and torchattacks)")
+        if peers_required():
+            pytest.fail(msg + "; they are required here (CI or ROBUSTLAB_REQUIRE_PEERS=1)", pytrace=False)
+        pytest.skip(msg)
 
 
 def toc_pages() -> list[str]:

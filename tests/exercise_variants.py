@@ -17,10 +17,12 @@ import robustlab
 ALTERNATIVE = {
     "fgsm": '''
 def fgsm(model, x, y, eps):
-    x = x.clone().detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y)
-    (grad,) = torch.autograd.grad(loss, x)
-    return (x + eps * grad.sign()).clamp(0, 1).detach()
+    # The maximiser of the linearised loss over the eps-box within [0, 1], coordinate by coordinate.
+    x_in = x.clone().detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x_in), y, reduction="sum"), x_in)
+    up = torch.minimum(x + eps, torch.ones_like(x))
+    down = torch.maximum(x - eps, torch.zeros_like(x))
+    return torch.where(grad > 0, up, torch.where(grad < 0, down, x)).detach()
 ''',
     "pgd_linf_step": '''
 def pgd_linf_step(x_adv, x, grad, alpha, eps):
@@ -30,33 +32,41 @@ def pgd_linf_step(x_adv, x, grad, alpha, eps):
 ''',
     "pgd_l2_step": '''
 def pgd_l2_step(x_adv, x, grad, alpha, eps):
-    g_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    delta = x_adv + alpha * grad / g_norm - x
-    d_norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    delta = delta * torch.clamp(eps / d_norm, max=1.0)
-    return (x + delta).clamp(0, 1)
+    # One example at a time, with Python floats for the norms.
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        g_len = math.sqrt(float((grad[i] * grad[i]).sum()))
+        delta = x_adv[i] + alpha * grad[i] / max(g_len, 1e-12) - x[i]
+        d_len = math.sqrt(float((delta * delta).sum()))
+        if d_len > eps:
+            delta = delta * (eps / d_len)
+        out[i] = (x[i] + delta).clamp(0, 1)
+    return out
 ''',
     "pgd_at_epoch": '''
 def pgd_at_epoch(model, batches, optimizer, *, eps, alpha, steps):
-    losses = []
-    for x, y in batches:
+    # robustlab.pgd leaves the model's mode as it found it, so one model.train() is enough; the
+    # cross-entropy as NLL of the log-softmax; the mean loss as a running mean.
+    model.train()
+    mean_loss = 0.0
+    for i, (x, y) in enumerate(batches):
         x_adv = robustlab.pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False)
-        model.train()
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(x_adv), y)
+        loss = F.nll_loss(F.log_softmax(model(x_adv), dim=1), y)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    return sum(losses) / len(losses)
+        mean_loss += (loss.item() - mean_loss) / (i + 1)
+    return mean_loss
 ''',
     "evaluate": '''
 def evaluate(model, x, y, *, eps, alpha, steps):
+    # Clean and adversarial images in one forward pass, counted with torch.count_nonzero.
     model.eval()
     x_adv = robustlab.pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False)
     with torch.no_grad():
-        clean = (model(x).argmax(dim=1) == y).float().mean().item()
-        robust = (model(x_adv).argmax(dim=1) == y).float().mean().item()
-    return clean, robust
+        hits = model(torch.cat([x, x_adv])).argmax(dim=1) == torch.cat([y, y])
+    n = len(y)
+    return int(torch.count_nonzero(hits[:n])) / n, int(torch.count_nonzero(hits[n:])) / n
 ''',
     "gradreg_loss": '''
 def gradreg_loss(model, x, y, lam):
@@ -68,48 +78,52 @@ def gradreg_loss(model, x, y, lam):
 ''',
     "sample_counts": '''
 def sample_counts(model, x, *, sigma, n, num_classes, batch_size):
-    counts = torch.zeros(num_classes, dtype=torch.long)
-    remaining = n
+    # torch.normal around x, votes counted as one-hot rows.
+    votes = torch.zeros(num_classes, dtype=torch.long)
     with torch.no_grad():
-        while remaining > 0:
-            b = min(batch_size, remaining)
-            noisy = x.unsqueeze(0) + sigma * torch.randn(b, *x.shape)
-            predictions = model(noisy).argmax(dim=1)
-            counts += torch.bincount(predictions, minlength=num_classes)
-            remaining -= b
-    return counts
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            noisy = torch.normal(x.expand(size, *x.shape), sigma)
+            votes += F.one_hot(model(noisy).argmax(dim=1), num_classes).sum(dim=0)
+    return votes
 ''',
     "lower_confidence_bound": '''
 def lower_confidence_bound(k, n, alpha):
+    # By definition: the p at which k or more successes in n trials have probability alpha.
+    from scipy.optimize import brentq
+    from scipy.stats import binom
     if k == 0:
         return 0.0
-    return float(beta.ppf(alpha, k, n - k + 1))
+    return float(brentq(lambda p: binom.sf(k - 1, n, p) - alpha, 0.0, 1.0, xtol=1e-300, rtol=1e-14))
 ''',
     "certify": '''
 def certify(model, x, *, sigma, n0, n, alpha, batch_size):
-    model.eval()
-    k = model(x.unsqueeze(0)).shape[1]
-    guess = int(sample_counts(model, x, sigma=sigma, n=n0, num_classes=k, batch_size=batch_size).argmax())
+    # Phi^-1(p) written as sqrt(2) erfinv(2p - 1); the guess picked with Python's max.
+    from scipy.special import erfinv
+    with torch.no_grad():
+        k = model(x[None]).shape[1]
+    selection = sample_counts(model, x, sigma=sigma, n=n0, num_classes=k, batch_size=batch_size).tolist()
+    guess = max(range(k), key=selection.__getitem__)
     counts = sample_counts(model, x, sigma=sigma, n=n, num_classes=k, batch_size=batch_size)
     p_lower = lower_confidence_bound(int(counts[guess]), n, alpha)
     if p_lower < 0.5:
         return -1, 0.0
-    return guess, sigma * norm.ppf(p_lower)
+    return guess, float(sigma * math.sqrt(2.0) * erfinv(2.0 * p_lower - 1.0))
 ''',
     "gradient": '''
 def gradient(model, x, target):
-    x = x.clone().requires_grad_(True)
+    # A vector-Jacobian product with the one-hot target rows.
     logits = model(x)
-    selected = logits[torch.arange(len(x)), target]
-    (grad,) = torch.autograd.grad(selected.sum(), x)
+    onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+    _, grad = torch.autograd.functional.vjp(model, x.detach(), onehot)
     return grad
 ''',
     "smoothgrad": '''
 def smoothgrad(model, x, target, *, sigma, samples):
-    total = torch.zeros_like(x)
-    for _ in range(samples):
-        total += gradient(model, x + sigma * torch.randn_like(x), target)
-    return total / samples
+    # All noisy copies in one batch, one gradient call, then the mean over the copies.
+    noisy = x.unsqueeze(0) + sigma * torch.randn(samples, *x.shape)  # (S, N, C, H, W)
+    grads = gradient(model, noisy.flatten(0, 1), target.repeat(samples))
+    return grads.view(samples, *x.shape).mean(dim=0)
 ''',
     "integrated_gradients": '''
 def integrated_gradients(model, x, target, *, baseline, steps):
@@ -121,16 +135,17 @@ def integrated_gradients(model, x, target, *, baseline, steps):
 ''',
     "mask_top": '''
 def mask_top(x, attr, fraction, *, keep=False, fill=0.0):
+    # No sorting: a pixel is in the top k when fewer than k pixels rank before it (a larger
+    # score, or the same score and a smaller index).
     n, c, h, w = x.shape
     k = round(fraction * h * w)
-    scores = attr.abs().sum(dim=1).reshape(n, -1)
-    top = torch.zeros_like(scores, dtype=torch.bool)
-    idx = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
-    top.scatter_(1, idx, True)
-    replace = ~top if keep else top
-    out = x.clone()
-    out[replace.reshape(n, 1, h, w).expand_as(x)] = fill
-    return out
+    scores = attr.abs().sum(dim=1).reshape(n, h * w)
+    index = torch.arange(h * w)
+    before = (scores[:, None, :] > scores[:, :, None]) | (
+        (scores[:, None, :] == scores[:, :, None]) & (index[None, :] < index[:, None]))
+    top = before.sum(dim=2) < k  # (N, H*W)
+    replace = (top != keep).reshape(n, 1, h, w)
+    return torch.where(replace, torch.as_tensor(fill, dtype=x.dtype), x)
 ''',
 }
 
@@ -381,9 +396,9 @@ def fgsm(model, x, y, eps):
 fgsm = robustlab.attacks.fgsm
 '''),
     ("wrapper around a helper", "pgd_l2_step", '''
-_helper = robustlab.attacks._step
+_helper = robustlab.attacks.pgd_step
 def pgd_l2_step(x_adv, x, grad, alpha, eps):
-    return _helper(x, x_adv, grad.clone(), alpha, eps, "l2", None)
+    return _helper(x_adv, x, grad, alpha=alpha, eps=eps, norm="l2")
 '''),
     ("import inside the function", "lower_confidence_bound", '''
 def lower_confidence_bound(k, n, alpha):

@@ -10,7 +10,9 @@ from torch import nn
 
 import robustlab as rl
 from robustlab import attacks
-from robustlab.testing import LinearBinary, Quadratic, tiny_cnn
+from robustlab.testing import LinearBinary, Quadratic, assert_same_state, model_state, tiny_cnn
+
+from .conftest import require_peer
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -101,7 +103,7 @@ def test_restarts_keep_the_best_iterate_per_example(targeted):
     x_adv = rl.pgd(model, x, y, eps=0.3, alpha=0.1, steps=0, restarts=4, targeted=targeted,
                    generator=torch.Generator().manual_seed(seed))
     # With steps=0 each restart's iterate is its random start: rebuild them and pick by hand.
-    starts = attacks._random_starts(x, 0.3, "linf", 4, torch.Generator().manual_seed(seed))
+    starts = attacks.geometry("linf").random_start(x, 0.3, restarts=4, generator=torch.Generator().manual_seed(seed))
     candidates = torch.stack([(x + starts[:, r].view_as(x)).clamp(0, 1) for r in range(4)])
     losses = torch.stack([attacks.per_example_loss(model(c_), y) for c_ in candidates])  # (R, N)
     pick = losses.argmin(0) if targeted else losses.argmax(0)
@@ -124,7 +126,7 @@ def test_more_restarts_never_lower_the_loss(small_cnn, mnist_batch):
 
 def test_l2_random_start_is_uniform_in_the_ball():
     x = torch.full((4000, 1, 2, 2), 0.5, dtype=torch.float64)
-    starts = attacks._random_starts(x, 0.4, "l2", 1, torch.Generator().manual_seed(0))[:, 0]
+    starts = attacks.geometry("l2").random_start(x, 0.4, generator=torch.Generator().manual_seed(0))[:, 0].flatten(1)
     r = starts.norm(dim=1) / 0.4
     assert float(r.max()) <= 1.0
     # Uniform in a 4-D ball: P(r <= t) = t**4, so the median radius is 0.5**0.25.
@@ -135,7 +137,7 @@ def test_l2_random_start_is_uniform_in_the_ball():
 
 def test_linf_random_start_is_uniform_in_the_box():
     x = torch.zeros(2000, 1, 2, 2)
-    starts = attacks._random_starts(x, 0.3, "linf", 1, torch.Generator().manual_seed(0))
+    starts = attacks.geometry("linf").random_start(x, 0.3, generator=torch.Generator().manual_seed(0))
     assert float(starts.abs().max()) <= 0.3
     assert abs(float(starts.mean())) < 0.01 and abs(float(starts.std()) - 0.3 / math.sqrt(3)) < 0.01
 
@@ -179,23 +181,7 @@ def test_attacks_raise_the_loss(name, small_cnn, mnist_batch):
     assert float(after) > float(before)
 
 
-def _snapshot(model):
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "grad": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "training": [m.training for m in model.modules()],
-    }
-
-
-def _assert_same(before, after):
-    assert before["training"] == after["training"]
-    assert before["requires_grad"] == after["requires_grad"]
-    for k, v in before["state"].items():
-        assert torch.equal(v, after["state"][k]), k
-    for k, v in before["grad"].items():
-        w = after["grad"][k]
-        assert (v is None and w is None) or torch.equal(v, w), k
+_snapshot, _assert_same = model_state, assert_same_state
 
 
 @pytest.mark.parametrize("name", ALL_ATTACKS)
@@ -303,8 +289,10 @@ def _bad_calls(model, x, y):
         "restarts zero": (lambda: rl.pgd(model, x, y, restarts=0, **ok), ValueError, "restarts must be >= 1"),
         "unknown norm": (lambda: rl.pgd(model, x, y, norm="l1", **ok), ValueError, "'linf', 'l2'"),
         "unknown loss": (lambda: rl.pgd(model, x, y, loss="hinge", **ok), ValueError, "'ce', 'cw'"),
-        "targeted string": (lambda: rl.pgd(model, x, y, targeted="yes", **ok), TypeError, "targeted must be True or False"),
-        "random_start int": (lambda: rl.pgd(model, x, y, random_start=1, **ok), TypeError, "random_start must be True or False"),
+        "targeted string": (lambda: rl.pgd(model, x, y, targeted="yes", **ok), TypeError,
+                            "targeted must be True or False"),
+        "random_start int": (lambda: rl.pgd(model, x, y, random_start=1, **ok), TypeError,
+                             "random_start must be True or False"),
         "bad generator": (lambda: rl.pgd(model, x, y, generator=0, **ok), TypeError, "torch.Generator"),
         "output 1-D": (lambda: rl.pgd(nn.Sequential(model, nn.Flatten(0)), x, y, **ok), ValueError, r"\(N, K\)"),
         "output wrong N": (lambda: rl.fgsm(lambda t: model(t)[:1], x, y, eps=0.1), ValueError, r"\(N, K\)"),
@@ -399,7 +387,7 @@ def test_robust_accuracy_restores_the_mode_and_checks_attack_outputs(mnist_batch
 
 @pytest.fixture
 def torchattacks():
-    return pytest.importorskip("torchattacks")
+    return require_peer("torchattacks")
 
 
 def test_agrees_with_torchattacks_pgd_linf(torchattacks, small_cnn, mnist_batch):

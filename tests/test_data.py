@@ -105,7 +105,8 @@ def test_cifar10_through_torchvision(tmp_path, monkeypatch):
     # Channel c, row h, column w sits at c*1024 + h*32 + w in the pickled row.
     torch.testing.assert_close(x, torch.from_numpy(rows).float().view(3, 3, 32, 32) / 255)
     xtr, ytr = data.load("cifar10", "train", root=tmp_path, download=False)
-    assert xtr.shape == (10, 3, 32, 32) and ytr.tolist() == sum((batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    assert xtr.shape == (10, 3, 32, 32)
+    assert ytr.tolist() == sum((batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
 
 
 def test_offline_mnist_test_falls_back_to_the_embedded_set(tmp_path):

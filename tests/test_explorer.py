@@ -94,6 +94,38 @@ def test_cache_and_background_precompute(app):
     assert len(workers()) == 1
 
 
+def test_stop_worker_ends_the_background_work_after_the_current_frame(app):
+    app.eps.value = 0.05
+    assert len(workers()) == 1
+    assert app.stop_worker(timeout=60) and not workers()
+    assert sum(app.data.cached(0, "linf", "pgd", e, "gradient") for e in widgets.EPS_GRID["linf"]) < 13
+    frames = len(app.data._frames)
+    app.eps.value = 0.1  # once stopped, a change redraws but computes nothing in the background
+    for thread in workers():
+        thread.join(10)
+    assert "eps=0.1" in app.labels.value and not workers()
+    assert len(app.data._frames) <= frames + 1  # at most the frame on display
+
+
+EXIT_SCRIPT = """
+from robustlab import widgets
+app = widgets.explorer(("mnist-standard", "mnist-pgd-linf-0.3"), n_images=2)
+app.eps.value = widgets.EPS_GRID["linf"][6]  # a slider move starts the background worker
+print("worker running at exit:", app._worker is not None and app._worker.is_alive(), flush=True)
+"""
+
+
+def test_a_plain_python_process_exits_cleanly_while_the_worker_runs(tmp_path):
+    """Interpreter exit used to kill the daemon worker inside a torch op: the process aborted with
+    "terminate called without an active exception" (exit code 134)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTLAB_DATA": str(tmp_path / "nodata")}
+    result = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, env=env)
+    assert "worker running at exit: True" in result.stdout, result.stdout + result.stderr
+    assert "terminate called" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_bad_settings_are_refused(models, digits):
     data = widgets.ExplorerData(models, *digits)
     with pytest.raises(ValueError, match="norm"):

@@ -3,8 +3,10 @@
 import functools
 import math
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import robustlab as rl
 from robustlab import interpret as it
@@ -91,6 +93,18 @@ def test_alignment_of_the_image_itself_is_one_and_of_noise_near_zero():
     noise = torch.randn(4, 1, 28, 28, generator=gen(6))
     assert float(it.alignment(noise, x).abs().max()) < 0.15
     assert torch.equal(it.alignment(torch.ones_like(x), x), torch.zeros(4, dtype=torch.float64))
+    # |1 - x| = 1 - x on [0, 1]: a map bright exactly where the image is dark.
+    torch.testing.assert_close(it.alignment(1 - x, x), -torch.ones(4, dtype=torch.float64))
+
+
+def test_alignment_is_pearson_of_abs_map_summed_over_channels_with_mean_image():
+    x = torch.rand(3, 3, 7, 7, generator=gen(14))
+    attr = 0.5 * torch.randn(3, 3, 7, 7, generator=gen(15)) + 2 * x  # correlated, but not perfectly
+    a = attr.abs().sum(dim=1).flatten(1).double().numpy()
+    b = x.mean(dim=1).flatten(1).double().numpy()
+    expected = torch.tensor([np.corrcoef(a[i], b[i])[0, 1] for i in range(3)], dtype=torch.float64)
+    assert 0.2 < float(expected.min()) and float(expected.max()) < 0.95  # neither 0 nor 1
+    torch.testing.assert_close(it.alignment(attr, x), expected)
 
 
 def test_mass_near_digit_by_hand():
@@ -173,8 +187,17 @@ def test_targeted_generation_reaches_the_target_and_is_judged():
     model = tiny_cnn(num_classes=3, size=6, seed=3).eval()
     x = torch.rand(12, 1, 6, 6, generator=gen(10))
     target = (model(x).argmax(1) + 1).remainder(3).detach()
-    res = it.targeted_generation(model, model, x, target, eps=3.0, steps=50)
-    assert res.source_success == 1.0 and res.judge_agreement == res.source_success  # judge = model here
+    # A judge that always says class 0 agrees exactly on the examples whose target is 0.
+    always_zero = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+    with torch.no_grad():
+        always_zero[1].weight.zero_()
+        always_zero[1].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    res = it.targeted_generation(model, always_zero, x, target, eps=3.0, steps=50)
+    share_zero = float((target == 0).float().mean())
+    assert 0 < share_zero < 1 and res.judge_agreement == pytest.approx(share_zero)
+    with torch.no_grad():
+        reached = model(res.x_gen).argmax(1) == target
+    assert res.source_success == 1.0 and bool(reached.all()) and torch.equal(res.target, target)
     assert float((res.x_gen - x).flatten(1).norm(dim=1).max()) <= 3.0 + 1e-4
     other = tiny_cnn(num_classes=3, size=6, seed=4).eval()
     res2 = it.targeted_generation(model, other, x, target, eps=3.0, steps=50)

@@ -1,12 +1,14 @@
 """The project's own set-up: the README's commands, CI, dependencies and the book build."""
 
+import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .conftest import require_peer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,9 +25,30 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
     assert test_cmd in ci_lines
+    # The browser and peer-agreement tests must fail on CI, not be skipped.
+    assert {"export ROBUSTLAB_REQUIRE_BROWSER=1", "export ROBUSTLAB_REQUIRE_PEERS=1"} <= set(ci_lines)
     makefile = (ROOT / "Makefile").read_text()
     for target in ("book", "test"):
         assert re.search(rf"^{target}: \$\(STAMP\)$", makefile, re.M), f"make {target} must set itself up"
+    # Lint first, then the tests (a make recipe stops at the first failing line).
+    recipe = re.search(r"^test: .*\n((?:\t.*\n)+)", makefile, re.M).group(1).split("\n")
+    assert recipe[0] == "\t$(BIN)/ruff check ." and "pytest" in recipe[1], recipe
+
+
+def test_missing_peer_skips_locally_and_fails_on_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("ROBUSTLAB_REQUIRE_PEERS", raising=False)
+    assert require_peer("json") is json
+    with pytest.raises(pytest.skip.Exception, match="robustlab_no_such_peer"):
+        require_peer("robustlab_no_such_peer")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        require_peer("robustlab_no_such_peer")
+    for var, value in (("CI", "true"), ("ROBUSTLAB_REQUIRE_PEERS", "1")):
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            with pytest.raises(pytest.fail.Exception, match="required here"):
+                require_peer("robustlab_no_such_peer")
 
 
 def test_dependencies_and_extras():
@@ -39,6 +62,9 @@ def test_dependencies_and_extras():
     assert "jupyter-book>=1.0.4,<2" in extras["book"]
     assert any(d.startswith("nbgrader") for d in extras["grading"])
     assert any(d.startswith("pytest") for d in extras["dev"])
+    assert any(d.startswith("ruff") for d in extras["dev"])
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["line-length"] == 120 and {"E", "F", "W", "I"} <= set(ruff["lint"]["select"])
 
 
 def test_top_level_layout():

@@ -2,13 +2,14 @@
 
 import csv
 import io
+import json
 
 import pytest
 import torch
 
-from robustlab import cli, report, zoo
+from robustlab import attacks, cli, report, zoo
 from robustlab.report import ThreatModel
-from robustlab.testing import LinearBinary
+from robustlab.testing import LinearBinary, Quadratic
 
 
 def test_report_cascade_on_a_linear_model():
@@ -32,11 +33,51 @@ def test_report_cascade_on_a_linear_model():
     assert l2.pgd40 is None and l2.pgd100 is None and l2.restarts == 0 and l2.n == 400
 
 
-def test_report_columns_never_increase(small_cnn, mnist_batch):
+def test_report_cascade_where_pgd_beats_fgsm():
+    """One pixel, Quadratic(c=0.5, a=200): class 1 iff |x - c| > r0 = sqrt(2 / a) = 0.1. Against
+    label 1 an attack must bring x within r0 of c. FGSM jumps the whole eps = 0.3 towards c and
+    overshoots when |x - c| < eps - r0 = 0.2; PGD walks to c (its steps, 2.5 * eps / 40, are
+    shorter than r0) whenever |x - c| < eps + r0 = 0.4, whatever its random start. So each
+    column has a hand-derived value, and PGD-40 really breaks what FGSM leaves standing.
+    (float64: in float32 the far examples' softmax saturates and their gradient is exactly 0.)"""
+    model = Quadratic(torch.full((1, 1, 1), 0.5, dtype=torch.float64), a=200.0)
+    d = torch.tensor([0.05, 0.12, 0.17, 0.25, 0.35, 0.45], dtype=torch.float64)  # away from the thresholds
+    x = torch.cat([0.5 - d, 0.5 + d]).view(-1, 1, 1, 1)
+    y = torch.ones(12, dtype=torch.long)
+    (row,) = report.robustness_report(model, x, y, threat_models=[ThreatModel("linf", 0.3)], restarts=2)
+    # d = 0.05 is misclassified; FGSM breaks d = 0.25 and 0.35; PGD also breaks d = 0.12 and 0.17.
+    assert (row.clean, row.single_step, row.pgd40, row.pgd100) == pytest.approx((10 / 12, 6 / 12, 2 / 12, 2 / 12))
+
+    # The same numbers from each attack run on its own on every example (no cascade), taking
+    # the per-example worst case: the cascade must not lose or double-count an example.
+    def fooled(x_adv):
+        return model(x_adv).argmax(1) != y
+
+    g = torch.Generator().manual_seed(1)
+    correct = ~fooled(x)
+    by_fgsm = fooled(attacks.fgsm(model, x, y, eps=0.3))
+    by_pgd40 = fooled(attacks.pgd(model, x, y, eps=0.3, alpha=2.5 * 0.3 / 40, steps=40, generator=g))
+    by_pgd100 = fooled(attacks.pgd(model, x, y, eps=0.3, alpha=2.5 * 0.3 / 100, steps=100, restarts=2, generator=g))
+    standing = correct & ~by_fgsm
+    assert row.single_step == pytest.approx(float(standing.float().mean()))
+    standing &= ~by_pgd40
+    assert row.pgd40 == pytest.approx(float(standing.float().mean()))
+    standing &= ~by_pgd100
+    assert row.pgd100 == pytest.approx(float(standing.float().mean()))
+
+
+def test_report_first_columns_match_direct_computations_on_a_cnn(small_cnn, mnist_batch):
+    """Clean accuracy and the FGSM column (both deterministic) recomputed on every example."""
     x, y = mnist_batch
-    rows = report.robustness_report(small_cnn, x, y, threat_models=[ThreatModel("linf", 0.1)], restarts=1)
-    r = rows[0]
-    assert r.clean >= r.single_step >= r.pgd40 >= r.pgd100
+    (row,) = report.robustness_report(small_cnn, x, y, threat_models=[ThreatModel("linf", 0.1)], restarts=1)
+    x_adv = attacks.fgsm(small_cnn, x, y, eps=0.1)
+    with torch.no_grad():
+        correct = small_cnn(x).argmax(1) == y
+        survives_fgsm = small_cnn(x_adv).argmax(1) == y
+    assert 0 < int((correct & ~survives_fgsm).sum())  # FGSM really breaks some (not a vacuous equality)
+    assert row.clean == pytest.approx(float(correct.float().mean()))
+    assert row.single_step == pytest.approx(float((correct & survives_fgsm).float().mean()))
+    assert row.n == 32 and row.restarts == 1
 
 
 def test_csv_and_markdown():
@@ -93,15 +134,57 @@ def test_train_and_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
     assert "not found" in capsys.readouterr().err
     name = zoo.names()[0]
     out_csv = tmp_path / "r.csv"
-    assert cli.main(["evaluate", name, "-n", "20", "--restarts", "1", "--csv", str(out_csv),
+    assert cli.main(["evaluate", name, "--attacks", "cascade", "-n", "20", "--restarts", "1", "--csv", str(out_csv),
                      "--markdown", str(tmp_path / "r.md")]) == 0
     printed = capsys.readouterr().out
     assert "data: embedded held-out set" in printed and f"**{name}**" in printed
     assert len(list(csv.DictReader(out_csv.open()))) == len(report.DEFAULT_THREAT_MODELS)
-    assert cli.main(["evaluate", name, "-n", "20", "--threat-models", "linf:0.3", "--final-steps", "50",
-                     "--restarts", "2"]) == 0
+    assert cli.main(["evaluate", name, "--attacks", "cascade", "-n", "20", "--threat-models", "linf:0.3",
+                     "--final-steps", "50", "--restarts", "2"]) == 0
     assert "+ PGD-50 x restarts" in capsys.readouterr().out
     assert cli.main(["evaluate", name, "--threat-models", "linf"]) == 2
+    # The default is the attack suite: one JSON record per threat model, the table from them.
+    res = tmp_path / "suite"
+    assert cli.main(["evaluate", name, "-n", "20", "--version", "quick", "--threat-models", "linf:0.1,l2:1",
+                     "--results-dir", str(res)]) == 0
+    printed = capsys.readouterr().out
+    assert "attack suite 'quick'" in printed and "| L∞ ε=0.1 |" in printed and "| L2 ε=1 |" in printed
+    record = json.loads((res / f"{name}-linf-0.1.json").read_text())
+    assert record["n"] == 20 and record["torch"] == torch.__version__ and record["data"].startswith("embedded")
+    counted = sum(record["broken_by"].values())
+    assert record["robust"] == pytest.approx(1 - counted / 20)
+    assert sorted(i for v in record["broken"].values() for i in v) == sorted(set(
+        i for v in record["broken"].values() for i in v))  # each example broken once, by one attack
+    assert f"| {100 * record['robust']:.1f} |" in printed
+    # A second run reuses the stored record instead of recomputing it.
+    record["robust"] = 0.123
+    (res / f"{name}-linf-0.1.json").write_text(json.dumps(record))
+    assert cli.main(["evaluate", name, "-n", "20", "--version", "quick", "--threat-models", "linf:0.1",
+                     "--results-dir", str(res)]) == 0
+    assert "| 12.3 |" in capsys.readouterr().out
+
+
+def test_evaluate_sharded_under_torchrun_equals_one_process(tmp_path):
+    """`torchrun -m robustlab evaluate` attacks a slice of the digits per process and gathers the
+    records; with the seeds following the global position the result equals one process's."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "ROBUSTLAB_DATA": str(tmp_path / "nodata")}
+    common = ["-m", "robustlab", "evaluate", "mnist-standard", "-n", "24", "--version", "quick",
+              "--threat-models", "l2:1", "--batch-size", "4"]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_port", "0", "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:0",
+                    *common, "--results-dir", str(tmp_path / "ddp")],
+                   check=True, capture_output=True, timeout=300, env=env)
+    subprocess.run([sys.executable, *common, "--results-dir", str(tmp_path / "one")],
+                   check=True, capture_output=True, timeout=300, env=env)
+    ddp = json.loads((tmp_path / "ddp" / "mnist-standard-l2-1.json").read_text())
+    one = json.loads((tmp_path / "one" / "mnist-standard-l2-1.json").read_text())
+    assert ddp["processes"] == 2 and one["processes"] == 1
+    for key in ("clean", "robust", "broken_by", "broken", "n"):
+        assert ddp[key] == one[key], key
+    assert 0 < sum(one["broken_by"].values()) < 24
 
 
 def test_certify_end_to_end(tmp_path, capsys, monkeypatch):

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from torch import nn
 
 from robustlab import saliency as sal
 from robustlab.testing import LinearBinary, Quadratic, tiny_cnn
+
+from .conftest import require_peer
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -97,7 +98,7 @@ def test_completeness_gap_shrinks_with_steps():
 
 @pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_agrees_with_captum():
-    attr = pytest.importorskip("captum.attr")
+    attr = require_peer("captum.attr")
     torch.manual_seed(0)
     model = cnn(num_classes=5, size=8)
     x = torch.rand(6, 1, 8, 8, generator=gen(6))

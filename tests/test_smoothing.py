@@ -1,14 +1,13 @@
 """Randomized smoothing: exact constants, the linear model's closed form, invariants, bad input."""
 
-import math
-
 import pytest
 import torch
-from scipy.stats import norm
 from torch import nn
 
 from robustlab import smoothing as sm
 from robustlab.testing import LinearBinary, tiny_cnn
+
+from .conftest import require_peer
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -63,7 +62,7 @@ def test_zero_count_has_zero_bound():
 
 
 def test_bound_agrees_with_statsmodels():
-    proportion = pytest.importorskip("statsmodels.stats.proportion")
+    proportion = require_peer("statsmodels.stats.proportion")
     for count, n in [(1, 1), (5, 10), (99, 100), (700, 1000), (99_999, 100_000)]:
         for alpha in (0.001, 0.05):
             expected = proportion.proportion_confint(count, n, alpha=2 * alpha, method="beta")[0]
@@ -289,7 +288,7 @@ def test_bad_images_are_rejected():
 def test_agrees_with_art_on_the_linear_model():
     """ART's PyTorchRandomizedSmoothing runs the same algorithm with its own noise: at n = 100,000
     both radii lie just below the exact one and within sampling error of each other."""
-    rs = pytest.importorskip("art.estimators.certification.randomized_smoothing")
+    rs = require_peer("art.estimators.certification.randomized_smoothing")
     exact, sigma = 0.5, 0.5
     model64, x64 = linear_at_margin(exact)
     model = LinearBinary(model64.w.detach().float(), b=model64.b.item()).eval()

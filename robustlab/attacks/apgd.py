@@ -1,0 +1,205 @@
+"""Auto-PGD (Croce & Hein, 2020): PGD with momentum and a step size that adapts per example.
+
+APGD needs no step size: it starts at ``2 * eps`` and halves it, per example, at a schedule of
+checkpoints whenever too few of the last steps increased the loss or neither the step size nor
+the best loss changed since the previous checkpoint; after halving, the example restarts from
+the best point found so far. With the DLR loss (scale-invariant) and its targeted version over
+the most likely wrong classes (APGD-T) it is the gradient half of AutoAttack.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import (
+    check_choice,
+    check_flag,
+    check_generator,
+    check_images,
+    check_labels,
+    check_logits,
+    check_number,
+    eval_mode,
+)
+from ._geometry import NORMS, Geometry, geometry
+from ._loss import dlr_loss, targeted_dlr_loss
+
+__all__ = ["apgd", "APGD_LOSSES", "checkpoints"]
+
+APGD_LOSSES = ("ce", "dlr")
+
+_MOMENTUM = 0.75  # weight of the new gradient step against the previous move (Croce & Hein's alpha)
+_RHO = 0.75  # a checkpoint halves the step unless at least this share of its steps raised the loss
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations at which APGD may halve its step size, increasing, all <= ``steps``.
+
+    Fractions ``p_0 = 0``, ``p_1 = 0.22`` and ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``
+    of the budget: checkpoints start far apart and come closer as the attack converges.
+    """
+    p = [0.0, 0.22]
+    while True:
+        nxt = p[-1] + max(p[-1] - p[-2] - 0.03, 0.06)
+        if nxt > 1.0:
+            break
+        p.append(nxt)
+    return sorted({math.ceil(round(q * steps, 9)) for q in p[1:]} - {0})  # round: 0.57 * 100 is 57.000000001
+
+
+def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, geo: Geometry,
+         steps: int, objective: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    """One APGD run from ``start``; returns ``(x_adv, fooled)`` per example.
+
+    ``x_adv`` is a misclassified iterate where one was found (``fooled``), else the iterate of
+    highest objective.
+    """
+    n = x.shape[0]
+
+    def value_and_grad(point: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x_in = point.detach().requires_grad_(True)
+        logits = model(x_in)
+        obj = objective(logits)  # (N,)
+        (grad,) = torch.autograd.grad(obj.sum(), x_in)
+        return obj.detach(), grad, (logits.detach().argmax(dim=1) != y)
+
+    def rows(mask: Tensor) -> Tensor:  # (N,) -> (N, 1, 1, 1)
+        return mask.view(-1, *([1] * (x.dim() - 1)))
+
+    x_k = start
+    obj_k, grad_k, wrong = value_and_grad(x_k)
+    fooled = wrong.clone()
+    x_fool = torch.where(rows(wrong), x_k, x)
+    x_best, obj_best, grad_best = x_k, obj_k, grad_k
+    x_prev = x_k
+    eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
+    marks = set(checkpoints(steps))
+    last_mark, increases = 0, torch.zeros(n, device=x.device)
+    eta_at_mark, best_at_mark = eta.clone(), obj_best.clone()
+    obj_prev = obj_k
+    for k in range(steps):
+        z = geo.project(geo.step(x_k, grad_k, eta), x, eps)
+        if k == 0:
+            x_new = z
+        else:  # momentum: a convex mix of the new step and the last move
+            x_new = geo.project(x_k + _MOMENTUM * (z - x_k) + (1.0 - _MOMENTUM) * (x_k - x_prev), x, eps)
+        x_prev, x_k = x_k, x_new
+        obj_k, grad_k, wrong = value_and_grad(x_k)
+        x_fool = torch.where(rows(wrong), x_k, x_fool)
+        fooled |= wrong
+        increases += obj_k > obj_prev
+        obj_prev = obj_k
+        better = obj_k > obj_best
+        x_best = torch.where(rows(better), x_k, x_best)
+        grad_best = torch.where(rows(better), grad_k, grad_best)
+        obj_best = torch.where(better, obj_k, obj_best)
+        if k + 1 in marks:
+            too_few = increases < _RHO * (k + 1 - last_mark)
+            stalled = (eta == eta_at_mark) & (obj_best <= best_at_mark)
+            halve = too_few | stalled
+            eta = torch.where(halve, eta / 2.0, eta)
+            # Restart the halved examples from their best point, without momentum.
+            x_k = torch.where(rows(halve), x_best, x_k)
+            x_prev = torch.where(rows(halve), x_best, x_prev)
+            grad_k = torch.where(rows(halve), grad_best, grad_k)
+            last_mark, increases = k + 1, torch.zeros_like(increases)
+            eta_at_mark, best_at_mark = eta.clone(), obj_best.clone()
+    return torch.where(rows(fooled), x_fool, x_best), fooled
+
+
+def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", steps: int = 100,
+         loss: str = "ce", targeted: bool = False, n_target_classes: int = 9, restarts: int = 1,
+         generator: torch.Generator | None = None) -> Tensor:
+    """Auto-PGD (Croce & Hein, 2020) in the Linf or L2 ball: APGD-CE, APGD-DLR and APGD-T.
+
+    Each run starts uniformly at random in the eps-ball, steps with momentum and halves its
+    step size per example at the checkpoints of :func:`checkpoints`, restarting from the best
+    point. An example already misclassified at ``x`` is returned unchanged; later restarts (and
+    targets) only attack the examples not yet fooled. Per example the result is a misclassified
+    point where one was found, else the point of highest loss of the last run.
+
+    With ``targeted=True`` this is APGD-T: ``y`` are still the *true* labels, and the attack
+    runs once per target class, taking as targets the ``n_target_classes`` classes the model
+    ranks highest after the true one on ``x``, with the targeted DLR loss (``loss="dlr"``) or the
+    cross-entropy towards the target (``loss="ce"``).
+
+    Args:
+        model: maps (N, C, H, W) images in [0, 1] to (N, K) logits.
+        x: clean images, (N, C, H, W), in [0, 1].
+        y: true labels, (N,) int64.
+        eps: radius of the threat model in pixel units, e.g. 0.3 (Linf) or 2.0 (L2) on MNIST.
+        norm: ``"linf"`` or ``"l2"``.
+        steps: iterations per run (and per target), >= 1; 100 in AutoAttack.
+        loss: ``"ce"`` (cross-entropy) or ``"dlr"`` (difference of logits ratio; needs K >= 3,
+            K >= 4 when targeted).
+        targeted: run APGD-T over the top ``n_target_classes`` wrong classes.
+        n_target_classes: number of target classes for APGD-T, 1 <= n_target_classes <= K - 1.
+        restarts: random restarts per run (per target when targeted), >= 1.
+        generator: random source for the starts; the same state gives the same result.
+
+    Returns:
+        x_adv, same shape, dtype and device as x: ``||x_adv - x||_norm <= eps`` per example,
+        values in [0, 1].
+    """
+    norm = check_choice(norm, "norm", NORMS)
+    loss = check_choice(loss, "loss", APGD_LOSSES)
+    check_images(x)
+    check_labels(y, x)
+    check_number(eps, "eps", low=0.0)
+    check_number(steps, "steps", low=1, integer=True)
+    check_number(restarts, "restarts", low=1, integer=True)
+    check_number(n_target_classes, "n_target_classes", low=1, integer=True)
+    check_flag(targeted, "targeted")
+    check_generator(generator, x)
+    geo = geometry(norm)
+    x = x.detach()
+    n = x.shape[0]
+    if n == 0:
+        return x.clone()
+    with eval_mode(model):
+        with torch.no_grad():
+            logits = model(x)
+        check_logits(logits, y, n)
+        k = logits.shape[1]
+        need = 4 if targeted and loss == "dlr" else 3 if loss == "dlr" else 2
+        if k < need:
+            raise ValueError(f"loss={loss!r}{' (targeted)' if targeted else ''} needs a model with at "
+                             f"least {need} classes, got {k}; use loss='ce'")
+        if targeted and n_target_classes > k - 1:
+            raise ValueError(f"n_target_classes must be <= K - 1 = {k - 1} for this {k}-class model, "
+                             f"got {n_target_classes}")
+        runs = n_target_classes if targeted else 1
+        # One random draw for every run, example-major: batch-invariant on the CPU.
+        starts = geo.random_start(x, eps, restarts=runs * restarts, generator=generator)
+        order = logits.argsort(dim=1, descending=True)  # (N, K): the targets of APGD-T
+        x_adv = x.clone()
+        robust = logits.argmax(dim=1) == y  # (N,)
+        for t in range(runs):
+            if targeted:
+                # The (t+1)-th most likely class other than the true one.
+                rank = (order == y[:, None]).long().argmax(dim=1)  # position of y in the ranking
+                pos = t + (rank <= t).long()
+                target = order.gather(1, pos[:, None]).squeeze(1)
+            for r in range(restarts):
+                idx = robust.nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    return x_adv
+                xi, yi = x[idx], y[idx]
+                if targeted:
+                    ti = target[idx]
+                    objective = (lambda z, yi=yi, ti=ti: targeted_dlr_loss(z, yi, ti)) if loss == "dlr" \
+                        else (lambda z, ti=ti: -F.cross_entropy(z, ti, reduction="none"))
+                else:
+                    objective = (lambda z, yi=yi: dlr_loss(z, yi)) if loss == "dlr" \
+                        else (lambda z, yi=yi: F.cross_entropy(z, yi, reduction="none"))
+                start = (xi + starts[idx, t * restarts + r]).clamp(0.0, 1.0)
+                found, fooled = _run(model, xi, yi, start, eps=eps, geo=geo, steps=steps,
+                                     objective=objective)
+                x_adv[idx] = found
+                robust[idx[fooled]] = False
+    return x_adv
