@@ -24,7 +24,7 @@ from .square import square
 from .square import window_fraction as square_window_fraction
 
 __all__ = [
-    "fgsm", "fgm", "pgd", "pgd_step", "apgd", "square", "fmn", "MinNorm", "robust_accuracy", "RobustAccuracy",
+    "fgsm", "fgm", "pgd", "pgd_step", "apgd", "square", "fmn", "MinNorm",
     "NORMS", "LOSSES", "APGD_LOSSES", "Geometry", "Linf", "L2", "geometry", "default_alpha", "apgd_checkpoints",
     "square_window_fraction", "per_example_loss", "margin", "dlr_loss", "targeted_dlr_loss",
 ]
