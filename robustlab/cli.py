@@ -329,7 +329,8 @@ def _cmd_zoo_list(args) -> int:
         c = zoo.card(name)
         acc = c.get("metrics", {}).get("embedded_clean_accuracy")
         acc_s = f"{100 * acc:.2f} %" if acc is not None else "–"
-        print(f"{name:24} {c['method']:9} {c['training']['seconds'] / 60:9.1f} {acc_s:>17}")
+        note = "  (a lesson, not a robust model: see the card's note)" if "note" in c else ""
+        print(f"{name:24} {c['method']:9} {c['training']['seconds'] / 60:9.1f} {acc_s:>17}{note}")
     return 0
 
 

@@ -207,6 +207,17 @@ def test_fgsm_rs_guard_rolls_back_on_a_collapse(monkeypatch, tmp_path):
     assert all(torch.equal(epoch2[k], v) for k, v in model.state_dict().items())
 
 
+def test_plain_fgsm_records_the_guard_but_never_rolls_back(monkeypatch):
+    x, y = blobs()
+    config = TrainConfig(method="fgsm", eps=0.1, epochs=4, batch_size=20, lr=0.01)
+    accuracies = iter([0.8, 0.85, 0.1, 0.05])  # the same collapse that stops fgsm_rs
+    monkeypatch.setattr(train, "evaluate_accuracy", lambda *a, **k: next(accuracies))
+    result = fit(mlp(), (x, y), config, progress=False)
+    assert result.stopped is None and len(result.history) == 4
+    assert [h["guard_accuracy"] for h in result.history] == [0.8, 0.85, 0.1, 0.05]
+    assert not any("rolled_back" in h for h in result.history)
+
+
 def test_random_shift_translates_each_image_with_zero_fill():
     x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5) + 1
     assert torch.equal(train.random_shift(x, 0), x)

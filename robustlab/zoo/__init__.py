@@ -20,7 +20,8 @@ from torch import nn
 
 from .. import data, models, train
 
-__all__ = ["load", "names", "classifiers", "card", "build", "update_metrics", "RECIPES", "ZOO_DIR", "ZooError"]
+__all__ = ["load", "names", "classifiers", "card", "build", "update_metrics", "RECIPES", "NOTES", "ZOO_DIR",
+           "ZooError"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist-trades-linf-0.3": ("small-cnn", dict(_BASE, method="trades", eps=0.3, steps=10, beta=6.0, epochs=15,
                                                 eps_ramp_epochs=5)),
     "mnist-fgsm-linf-0.3": ("small-cnn", dict(_BASE, method="fgsm", eps=0.3, epochs=10)),
+    "mnist-fgsm-rs-linf-0.3": ("small-cnn", dict(_BASE, method="fgsm_rs", eps=0.3, epochs=10, eps_ramp_epochs=5)),
     "mnist-gradreg": ("small-cnn", dict(_BASE, method="gradreg", lam=10.0, epochs=10)),
     "mnist-gaussian-0.25": ("small-cnn", dict(_BASE, method="gaussian", sigma=0.25, epochs=10)),
     "mnist-gaussian-0.5": ("small-cnn", dict(_BASE, method="gaussian", sigma=0.5, epochs=10)),
@@ -50,6 +52,16 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist-standard-mlp": ("mlp", dict(_BASE, method="standard", epochs=10, shift=2, seed=1)),
     # The learned manifold for Kim et al.'s manifold distance (a VAE, not a classifier).
     "mnist-vae": ("vae", dict(method="vae", latent=16, hidden=512, epochs=20, batch_size=128, lr=1e-3, seed=0)),
+}
+
+# Models that are in the zoo as lessons, not as tools: the note goes into the card and `robustlab zoo
+# list` points at it.
+NOTES: dict[str, str] = {
+    "mnist-fgsm-linf-0.3": (
+        "A deliberate example of catastrophic overfitting (Wong, Rice & Kolter 2020): plain FGSM "
+        "training at eps 0.3, no random start, no eps ramp. The history's guard_accuracy (PGD-10 "
+        "accuracy on 1,000 training digits after each epoch) shows the collapse; its accuracy under "
+        "FGSM is gradient masking, and multi-step attacks break it. Not a robust model."),
 }
 
 GENERATIVE = ("vae",)
@@ -204,6 +216,8 @@ def _save(name: str, out: Path, model: nn.Module, *, arch: str, arch_kwargs: dic
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     info = {"name": name, "architecture": arch}
+    if name in NOTES:
+        info["note"] = NOTES[name]
     if arch_kwargs:
         info["architecture_kwargs"] = arch_kwargs
     info.update({
