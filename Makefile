@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustlab-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test book notebooks browser explore exercises autograde feedback grades bench zoo smoothing-results interpret-results clean
+.PHONY: setup test book notebooks browser explore exercises autograde feedback grades bench zoo smoothing-results interpret-results evaluate-results clean
 
 setup: $(STAMP)
 
@@ -90,6 +90,16 @@ smoothing-results: $(STAMP)
 	$(BIN)/python -c "import matplotlib; matplotlib.use('Agg'); from robustlab.smoothing import CertificationResults as R, plot_certified_accuracy as p; \
 		ax = p({f'mnist-gaussian-{s}, sigma={s}': R.from_csv(f'$(SMOOTH)/mnist-gaussian-{s}-sigma{float(s):g}.csv') for s in ('0.25', '0.5', '1.0')}); \
 		ax.figure.savefig('$(SMOOTH)/gaussian-curves.png', dpi=150, bbox_inches='tight')"
+
+# The attack suite on every zoo classifier and threat model (results/evaluate/*.json, the first
+# 1,000 MNIST test digits; results/evaluate/full/: all 10,000 for mnist-pgd-linf-0.3 at Linf 0.3),
+# also stored in the cards. Hours on a 2-core CPU; finished records are reused and a killed run
+# resumes. Needs MNIST test under $$ROBUSTLAB_DATA.
+evaluate-results: $(STAMP)
+	$(BIN)/robustlab evaluate $$($(BIN)/python -c "from robustlab import zoo; print(' '.join(zoo.classifiers()))") \
+		-n 1000 --results-dir results/evaluate --update-cards --batch-size 1000 --markdown results/evaluate/zoo-1000.md
+	$(BIN)/robustlab evaluate mnist-pgd-linf-0.3 -n 10000 --threat-models linf:0.3 --results-dir results/evaluate/full \
+		--update-cards --batch-size 1000 --markdown results/evaluate/pgd-linf-0.3-10000.md
 
 # The robustness-interpretability experiments on the zoo (results/interpret/*.json): about 12
 # minutes on a 2-core CPU, most of it ROAR/KAR retraining.
