@@ -243,8 +243,9 @@ def _add_certify(sub):
     p.add_argument("models", nargs="+", help="zoo names (see `robustlab zoo list`) or .safetensors files")
     p.add_argument("--sigma", type=_floats, required=True, help="noise level(s), e.g. 0.25 or 0.25,0.5,1.0")
     p.add_argument("--n0", type=int, default=100, help="selection samples (default: 100)")
-    p.add_argument("--n", dest="samples", type=int, default=100_000,
-                   help="estimation samples per image (default: 100,000 as in the paper)")
+    p.add_argument("--n", "--samples", dest="samples", type=int, default=100_000,
+                   help="estimation samples per image (default: 100,000 as in the paper); under torchrun "
+                        "write --samples, since torchrun's own parser takes --n as an abbreviation")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
     p.add_argument("-N", "--images", type=int, default=None,
                    help="certify the first N test images (default: all; note --n is the sample count)")
@@ -266,23 +267,35 @@ def _cmd_certify(args) -> int:
     from . import report, smoothing
 
     test = report.eval_set(root=args.data_root, n=args.images)
+    _init_distributed()
+    rank, world = report._distributed()
     device = torch.device(args.device)
+    if device.type == "cuda" and world > 1:  # one GPU per process under torchrun
+        device = torch.device("cuda", rank % torch.cuda.device_count())
     x, y = test.x.to(device), test.y.to(device)
+    # Under torchrun each process certifies a contiguous slice of the images, with its own noise
+    # stream (seed + 1,000,003 * rank): every certificate holds at level alpha all the same.
+    lo, hi = rank * x.shape[0] // world, (rank + 1) * x.shape[0] // world
     header = ["model", "sigma", "certified correct", "abstain"] + [f"r>={r:g}" for r in args.radii] \
         + ["ACR", "seconds"]
     lines = [f"Randomized smoothing on {test.source}: n0={args.n0}, n={args.samples:,}, "
              f"alpha={args.alpha:g}, seed {args.seed}, {device}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    print(lines[0])
+    if rank == 0:
+        print(lines[0] + (f", {world} processes" if world > 1 else ""))
     runs = {}
     for spec in args.models:
         name, model = _load_model(spec)
         model = model.to(device)
         for sigma in args.sigma:
-            generator = torch.Generator(device=device).manual_seed(args.seed)
-            res = smoothing.certify_dataset(model, x, y, sigma=sigma, n0=args.n0, n=args.samples,
+            generator = torch.Generator(device=device).manual_seed(args.seed + 1_000_003 * rank)
+            res = smoothing.certify_dataset(model, x[lo:hi], y[lo:hi], sigma=sigma, n0=args.n0, n=args.samples,
                                             alpha=args.alpha, batch_size=args.batch_size,
                                             generator=generator)
+            if world > 1:
+                res = _gather_certificates(res, lo)
+                if rank != 0:
+                    continue
             acc = smoothing.certified_accuracy(res, args.radii)
             row = [name, f"{sigma:g}", f"{int(res.correct.sum())} / {len(res)}",
                    str(int((res.prediction == smoothing.ABSTAIN).sum()))] \
@@ -294,6 +307,8 @@ def _cmd_certify(args) -> int:
             if args.results_dir:
                 args.results_dir.mkdir(parents=True, exist_ok=True)
                 res.to_csv(args.results_dir / f"{name}-sigma{sigma:g}.csv")
+    if rank != 0:
+        return 0
     if args.markdown:
         args.markdown.write_text("\n".join(lines) + "\n")
     if args.plot:
@@ -304,6 +319,24 @@ def _cmd_certify(args) -> int:
         ax.set_title(f"{test.source}; n={args.samples:,}, alpha={args.alpha:g}", fontsize=9)
         ax.figure.savefig(args.plot, dpi=150, bbox_inches="tight")
     return 0
+
+
+def _gather_certificates(res, offset: int):
+    """Every process's slice of certificates, in image order (the index made global)."""
+    import dataclasses
+
+    import torch.distributed as dist
+
+    from .smoothing import CertificationResults
+
+    fields = ("index", "label", "prediction", "radius", "correct", "time")
+    mine = {f: getattr(res, f).cpu() for f in fields}
+    mine["index"] = mine["index"] + offset
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, mine)
+    merged = {f: torch.cat([p[f] for p in parts]) for f in fields}
+    settings = {f.name: getattr(res, f.name) for f in dataclasses.fields(res) if f.init and f.name not in fields}
+    return CertificationResults(**merged, **settings)
 
 
 def _add_zoo(sub):
