@@ -74,28 +74,25 @@ def _bump(side: int, device, dtype) -> Tensor:
     return pattern / pattern.norm()
 
 
-def _gather(t: Tensor, top: Tensor, left: Tensor, side: int) -> Tensor:
-    """The (N, C, side, side) windows of t (N, C, H, W) at per-example corners."""
+def _window_index(t: Tensor, top: Tensor, left: Tensor, side: int) -> tuple[Tensor, ...]:
+    """Advanced indices that pick each example's (C, side, side) window of t (N, C, H, W)."""
     ar = torch.arange(side, device=t.device)
     rows = (top[:, None] + ar).view(-1, 1, side, 1)
     cols = (left[:, None] + ar).view(-1, 1, 1, side)
     n, c = t.shape[:2]
-    bi = torch.arange(n, device=t.device).view(-1, 1, 1, 1)
-    ci = torch.arange(c, device=t.device).view(1, -1, 1, 1)
-    return t[bi, ci, rows, cols]
+    return (torch.arange(n, device=t.device).view(-1, 1, 1, 1), torch.arange(c, device=t.device).view(1, -1, 1, 1),
+            rows, cols)
+
+
+def _gather(t: Tensor, top: Tensor, left: Tensor, side: int) -> Tensor:
+    """The (N, C, side, side) windows of t (N, C, H, W) at per-example corners."""
+    return t[_window_index(t, top, left, side)]
 
 
 def _scatter(t: Tensor, top: Tensor, left: Tensor, values: Tensor) -> Tensor:
     """t with its per-example windows replaced by ``values`` (N, C, side, side); t is not changed."""
-    side = values.shape[-1]
-    ar = torch.arange(side, device=t.device)
-    rows = (top[:, None] + ar).view(-1, 1, side, 1)
-    cols = (left[:, None] + ar).view(-1, 1, 1, side)
-    n, c = t.shape[:2]
-    bi = torch.arange(n, device=t.device).view(-1, 1, 1, 1)
-    ci = torch.arange(c, device=t.device).view(1, -1, 1, 1)
     out = t.clone()
-    out[bi, ci, rows, cols] = values
+    out[_window_index(t, top, left, values.shape[-1])] = values
     return out
 
 
