@@ -54,6 +54,11 @@ class Geometry:
         """The point of the eps-ball around ``x`` (intersected with [0, 1]) for ``x_adv``."""
         raise NotImplementedError
 
+    def projector(self, x: Tensor, eps: float | Tensor):
+        """``project(., x, eps)`` for a fixed ball, as a function; it may precompute what every
+        projection onto that ball shares (the Linf box), for loops that project many times."""
+        return lambda x_adv: self.project(x_adv, x, eps)
+
     def random_start(self, x: Tensor, eps: float, *, restarts: int = 1,
                      generator: torch.Generator | None = None) -> Tensor:
         """Perturbations drawn uniformly from the eps-ball, (N, restarts, C, H, W).
@@ -85,6 +90,12 @@ class Linf(Geometry):
     def project(self, x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
         e = eps if not isinstance(eps, Tensor) or eps.dim() == 0 else _per_example(eps, x)
         return torch.minimum(torch.maximum(x_adv, x - e), x + e).clamp_(0.0, 1.0)
+
+    def projector(self, x: Tensor, eps: float | Tensor):
+        # The ball intersected with [0, 1] is one box: projecting is a single clamp.
+        e = eps if not isinstance(eps, Tensor) or eps.dim() == 0 else _per_example(eps, x)
+        lo, hi = (x - e).clamp_(min=0.0), (x + e).clamp_(max=1.0)
+        return lambda x_adv: torch.clamp(x_adv, lo, hi)
 
     def random_start(self, x: Tensor, eps: float, *, restarts: int = 1,
                      generator: torch.Generator | None = None) -> Tensor:

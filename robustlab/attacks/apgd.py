@@ -71,6 +71,7 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, g
     def rows(mask: Tensor) -> Tensor:  # (N,) -> (N, 1, 1, 1)
         return mask.view(-1, *([1] * (x.dim() - 1)))
 
+    project = geo.projector(x, eps)
     x_k = start
     obj_k, grad_k, wrong = value_and_grad(x_k)
     fooled = wrong.clone()
@@ -83,11 +84,12 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, g
     eta_at_mark, best_at_mark = eta.clone(), obj_best.clone()
     obj_prev = obj_k
     for k in range(steps):
-        z = geo.project(geo.step(x_k, grad_k, eta), x, eps)
+        z = project(geo.step(x_k, grad_k, eta))
         if k == 0:
             x_new = z
-        else:  # momentum: a convex mix of the new step and the last move
-            x_new = geo.project(x_k + _MOMENTUM * (z - x_k) + (1.0 - _MOMENTUM) * (x_k - x_prev), x, eps)
+        else:  # momentum: x_k + m (z - x_k) + (1 - m)(x_k - x_prev) = m z + 2 (1 - m) x_k - (1 - m) x_prev
+            x_new = project(z.mul_(_MOMENTUM).add_(x_k, alpha=2.0 * (1.0 - _MOMENTUM))
+                            .sub_(x_prev, alpha=1.0 - _MOMENTUM))
         x_prev, x_k = x_k, x_new
         obj_k, grad_k, wrong = value_and_grad(x_k)
         x_fool = torch.where(rows(wrong), x_k, x_fool)
