@@ -17,11 +17,13 @@ from torch import Tensor, nn
 from ._checks import eval_mode
 
 __all__ = ["MaskingWarning", "check_randomness", "check_zero_gradients", "check_unbounded",
-           "check_single_step", "check_gradient_free", "UNBOUNDED_EPS"]
+           "check_single_step", "check_gradient_free", "unbounded_eps"]
 
-# A radius at which the threat model contains every image of [0, 1]^d (Linf) or nearly so
-# (L2: the diagonal of the unit cube of MNIST is 28), so a correct attack fools any model.
-UNBOUNDED_EPS = {"linf": 1.0, "l2": 28.0}
+
+def unbounded_eps(norm: str, x: Tensor) -> float:
+    """A radius whose ball around any image of [0, 1]^d contains all of [0, 1]^d: 1 for Linf, the
+    cube's diagonal sqrt(d) for L2 (28 on MNIST). Within it a correct attack fools any model."""
+    return 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5
 
 
 class MaskingWarning(UserWarning):
@@ -73,7 +75,7 @@ def check_unbounded(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, steps:
 
     if x.shape[0] == 0:
         return 0.0
-    eps = UNBOUNDED_EPS[norm]
+    eps = unbounded_eps(norm, x)
     x_adv = apgd(model, x, y, eps=eps, norm=norm, steps=steps, generator=generator)
     with torch.no_grad(), eval_mode(model):
         acc = float((model(x_adv).argmax(dim=1) == y).float().mean())

@@ -203,3 +203,12 @@ def test_suite_is_never_weaker_than_torchattacks_components(digits):
     theirs = float(left.float().mean())
     assert ours.accuracy <= theirs + 2 / len(y)
     assert 0.5 < ours.accuracy < 1.0  # a robust model, and a suite that breaks some digits
+
+
+def test_unbounded_eps_covers_the_whole_cube():
+    mnist, cifar = torch.zeros(1, 1, 28, 28), torch.zeros(1, 3, 32, 32)
+    assert masking.unbounded_eps("linf", mnist) == 1.0
+    assert masking.unbounded_eps("l2", mnist) == 28.0  # the diagonal of [0, 1]^784
+    assert masking.unbounded_eps("l2", cifar) == pytest.approx(3072 ** 0.5)
+    # Any two images of the cube are within it: the all-black and the all-white image.
+    assert float((torch.ones_like(cifar) - cifar).flatten().norm()) <= masking.unbounded_eps("l2", cifar) + 1e-9
