@@ -270,7 +270,8 @@ class SuiteResult(NamedTuple):
         return out
 
 
-_NAMES = ("clean", "apgd-ce", "apgd-t", "square", "fgsm", "fgm")  # codes 0.. in checkpoints
+# Every value of SuiteResult.broken_by but None, in run order; their positions are the codes in checkpoints.
+BROKEN_BY_NAMES = ("clean", "apgd-ce", "apgd-t", "square", "fgsm", "fgm")
 
 
 def _suite_attack(name: str, kw: dict, norm: str, eps: float, generator: torch.Generator) -> Attack:
@@ -334,7 +335,7 @@ def attack_suite(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: floa
     single_name = "fgsm" if norm == "linf" else "fgm"
     settings = {"norm": norm, "eps": float(eps), "version": version, "seed": seed,
                 "batch_size": batch_size, "n": n, "checks": checks, "index_offset": index_offset}
-    code = torch.full((n,), -1, dtype=torch.int64)  # -1 robust, else an index into _NAMES
+    code = torch.full((n,), -1, dtype=torch.int64)  # -1 robust, else an index into BROKEN_BY_NAMES
     x_adv = x.clone()
     done = 0
     path = Path(checkpoint) if checkpoint is not None else None
@@ -373,7 +374,7 @@ def attack_suite(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: floa
                 with torch.no_grad():
                     fooled = (model(found).argmax(dim=1) != yb[idx_d])
                 adv_b[idx_d[fooled]] = found[fooled]
-                status[idx[fooled.cpu()]] = _NAMES.index(name)
+                status[idx[fooled.cpu()]] = BROKEN_BY_NAMES.index(name)
             if checks:
                 # The single-step check: anything FGSM/FGM breaks that the suite did not counts.
                 idx = (status == -1).nonzero().squeeze(1)
@@ -383,7 +384,7 @@ def attack_suite(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: floa
                     with torch.no_grad():
                         fooled = model(one).argmax(dim=1) != yb[idx_d]
                     adv_b[idx_d[fooled]] = one[fooled]
-                    status[idx[fooled.cpu()]] = _NAMES.index(single_name)
+                    status[idx[fooled.cpu()]] = BROKEN_BY_NAMES.index(single_name)
                     n_single_only += int(fooled.sum())
             code[start:stop] = status
             x_adv[start:stop] = adv_b
@@ -392,7 +393,7 @@ def attack_suite(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: floa
                                         "x_adv": x_adv.cpu()})
             bar.update(stop - start)
         bar.close()
-    broken_by = tuple(None if c < 0 else _NAMES[c] for c in code.tolist())
+    broken_by = tuple(None if c < 0 else BROKEN_BY_NAMES[c] for c in code.tolist())
     if checks:
         masking.check_single_step(single_name.upper(), "the suite's gradient attacks", n_single_only, n,
                                   stacklevel=2)

@@ -256,8 +256,7 @@ def suite_entry(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float
         parts = [part]
     clean = [c for p in parts for c in p["clean"]]
     broken_by = [b for p in parts for b in p["broken_by"]]
-    attacks_order = ["clean", "apgd-ce", "apgd-t", "square", "fgsm", "fgm"]
-    counts = {a: sum(b == a for b in broken_by) for a in attacks_order if any(b == a for b in broken_by)}
+    counts = {a: sum(b == a for b in broken_by) for a in evaluate.BROKEN_BY_NAMES if a in broken_by}
     record = dict(settings)
     record.update({
         "protocol": evaluate.describe_suite(version),

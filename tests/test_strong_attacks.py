@@ -1,7 +1,6 @@
 """APGD, Square and FMN, the shared geometry and pgd_step: analytic optima, masking, invariants,
 bad input, and agreement with torchattacks' implementations."""
 
-import math
 import sys
 
 import pytest
@@ -16,22 +15,16 @@ from robustlab.testing import model_state as _snapshot
 
 
 def _linear_multi(n=8, k=5, shape=(1, 6, 6), seed=0, dtype=torch.float64):
-    """A K-class linear model and interior points it classifies correctly, close to a boundary."""
+    """A K-class linear model (zero bias) and n interior points."""
     g = torch.Generator().manual_seed(seed)
     weight = torch.randn(k, *shape, generator=g, dtype=dtype)
     x = 0.4 + 0.2 * torch.rand(n, *shape, generator=g, dtype=dtype)
-    logits = x.flatten(1) @ weight.flatten(1).T
-    y = torch.arange(n) % k
-    # Biases that make y the prediction by a small margin (the boundary within reach of the box).
-    bias = torch.zeros(k, dtype=dtype)
-    model = LinearMulti(weight, bias)
-    top_other = logits.masked_fill(torch.nn.functional.one_hot(y, k).bool(), -math.inf).amax(1)
-    shift = top_other - logits.gather(1, y[:, None]).squeeze(1) + 0.3  # per example
-    return model, x, y, shift
+    return LinearMulti(weight, torch.zeros(k, dtype=dtype)), x
 
 
 def _per_example_linear(seed, norm):
-    """One linear model per example is awkward; instead shift each example's logits by moving x."""
+    """A two-class linear model, points near its boundary, their labels and their exact
+    minimal distance to it, |w.x + b| / ||w||_dual."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(1, 6, 6, generator=g, dtype=torch.float64)
     x = 0.45 + 0.1 * torch.rand(10, 1, 6, 6, generator=g, dtype=torch.float64)
@@ -83,7 +76,7 @@ def test_apgd_reaches_the_known_optimum_of_a_linear_model(norm):
 
 
 def test_apgd_t_targets_the_classes_in_the_models_order(monkeypatch):
-    model, x, _, _ = _linear_multi(n=6, k=6)
+    model, x = _linear_multi(n=6, k=6)
     with torch.no_grad():
         model.bias.copy_(torch.tensor([50.0, 4.0, 3.0, 2.0, 1.0, 0.0], dtype=torch.float64))
     y = torch.zeros(6, dtype=torch.long)  # class 0 wins by far; 1 is the runner-up, 2 next
