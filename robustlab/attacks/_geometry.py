@@ -47,16 +47,18 @@ class Geometry:
 
     def step(self, x_adv: Tensor, grad: Tensor, alpha: float | Tensor) -> Tensor:
         """``x_adv + alpha * direction(grad)``, not projected. ``alpha`` may be (N,) per example."""
-        a = alpha if not isinstance(alpha, Tensor) or alpha.dim() == 0 else _per_example(alpha, x_adv)
-        return x_adv + a * self.direction(grad)
+        if isinstance(alpha, Tensor) and alpha.dim() > 0:
+            return torch.addcmul(x_adv, self.direction(grad), _per_example(alpha, x_adv))
+        return x_adv.add(self.direction(grad), alpha=float(alpha))
 
     def project(self, x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
         """The point of the eps-ball around ``x`` (intersected with [0, 1]) for ``x_adv``."""
         raise NotImplementedError
 
     def projector(self, x: Tensor, eps: float | Tensor):
-        """``project(., x, eps)`` for a fixed ball, as a function; it may precompute what every
-        projection onto that ball shares (the Linf box), for loops that project many times."""
+        """``project(., x, eps)`` for a fixed ball, as a function for loops that project many
+        times: it may precompute what every projection onto that ball shares (the Linf box) and
+        it may overwrite its argument (pass a tensor the caller owns, not one it still needs)."""
         return lambda x_adv: self.project(x_adv, x, eps)
 
     def random_start(self, x: Tensor, eps: float, *, restarts: int = 1,
@@ -95,7 +97,7 @@ class Linf(Geometry):
         # The ball intersected with [0, 1] is one box: projecting is a single clamp.
         e = eps if not isinstance(eps, Tensor) or eps.dim() == 0 else _per_example(eps, x)
         lo, hi = (x - e).clamp_(min=0.0), (x + e).clamp_(max=1.0)
-        return lambda x_adv: torch.clamp(x_adv, lo, hi)
+        return lambda x_adv: x_adv.clamp_(lo, hi)
 
     def random_start(self, x: Tensor, eps: float, *, restarts: int = 1,
                      generator: torch.Generator | None = None) -> Tensor:
@@ -118,6 +120,11 @@ class L2(Geometry):
     def direction(self, grad: Tensor) -> Tensor:
         return grad / _per_example(self.norm(grad).clamp_min(TINY), grad)
 
+    def step(self, x_adv: Tensor, grad: Tensor, alpha: float | Tensor) -> Tensor:
+        # One fused pass: x_adv + (alpha / ||grad||) * grad, the scale per example.
+        scale = alpha / self.norm(grad).clamp_min(TINY)
+        return torch.addcmul(x_adv, grad, _per_example(scale, x_adv))
+
     def project(self, x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
         # Rescaling onto the ball, then clamping to [0, 1], keeps the norm <= eps: with x in
         # [0, 1] the clamp moves no coordinate of the perturbation away from zero.
@@ -125,6 +132,15 @@ class L2(Geometry):
         e = eps if not isinstance(eps, Tensor) else _per_example(eps, x)
         scale = (e / _per_example(self.norm(delta).clamp_min(TINY), x)).clamp(max=1.0)
         return torch.addcmul(x, delta, scale).clamp_(0.0, 1.0)
+
+    def projector(self, x: Tensor, eps: float | Tensor):
+        e = eps if not isinstance(eps, Tensor) else eps.view(-1)
+
+        def project(x_adv: Tensor) -> Tensor:  # in place: delta, rescale, shift back, clamp
+            delta = x_adv.sub_(x)
+            scale = (e / self.norm(delta).clamp_min(TINY)).clamp_(max=1.0)
+            return delta.mul_(_per_example(scale, x)).add_(x).clamp_(0.0, 1.0)
+        return project
 
     def random_start(self, x: Tensor, eps: float, *, restarts: int = 1,
                      generator: torch.Generator | None = None) -> Tensor:

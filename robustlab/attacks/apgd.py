@@ -75,8 +75,9 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, g
     x_k = start
     obj_k, grad_k, wrong = value_and_grad(x_k)
     fooled = wrong.clone()
+    # Buffers the loop updates in place (fewer large allocations: on the CPU they cost page faults).
     x_fool = torch.where(rows(wrong), x_k, x)
-    x_best, obj_best, grad_best = x_k, obj_k, grad_k
+    x_best, obj_best, grad_best = x_k.clone(), obj_k, grad_k.clone()
     x_prev = x_k
     eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
     marks = set(checkpoints(steps))
@@ -92,13 +93,13 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, g
                             .sub_(x_prev, alpha=1.0 - _MOMENTUM))
         x_prev, x_k = x_k, x_new
         obj_k, grad_k, wrong = value_and_grad(x_k)
-        x_fool = torch.where(rows(wrong), x_k, x_fool)
+        torch.where(rows(wrong), x_k, x_fool, out=x_fool)
         fooled |= wrong
         increases += obj_k > obj_prev
         obj_prev = obj_k
         better = obj_k > obj_best
-        x_best = torch.where(rows(better), x_k, x_best)
-        grad_best = torch.where(rows(better), grad_k, grad_best)
+        torch.where(rows(better), x_k, x_best, out=x_best)
+        torch.where(rows(better), grad_k, grad_best, out=grad_best)
         obj_best = torch.where(better, obj_k, obj_best)
         if k + 1 in marks:
             too_few = increases < _RHO * (k + 1 - last_mark)
