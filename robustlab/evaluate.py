@@ -17,7 +17,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import masking
+from . import masking, stats
 from ._checks import check_choice, check_images, check_labels, check_logits, check_number, eval_mode
 from .attacks import NORMS, apgd, fgm, fgsm, square
 
@@ -260,6 +260,11 @@ class SuiteResult(NamedTuple):
     def clean_accuracy(self) -> float:
         """Fraction classified correctly without attack."""
         return float(self.clean.float().mean()) if self.clean.numel() else float("nan")
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Clopper–Pearson interval of the robust accuracy over these examples (sampling
+        uncertainty only: the accuracy itself stays an upper bound, as strong as the attacks)."""
+        return stats.proportion_interval(int(self.robust.sum()), self.robust.numel(), level=level)
 
     def counts(self) -> dict[str, int]:
         """How many examples each attack broke (and how many were wrong clean), in run order."""

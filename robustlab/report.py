@@ -17,11 +17,11 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import attacks, data
+from . import attacks, data, stats
 from ._checks import check_images, check_labels, check_number
 
 __all__ = ["ThreatModel", "ReportRow", "DEFAULT_THREAT_MODELS", "robustness_report", "eval_set",
-           "parse_threat_model", "to_csv", "to_markdown"]
+           "parse_threat_model", "to_csv", "to_markdown", "suite_entry", "suite_summary", "suite_to_markdown"]
 
 
 class ThreatModel(NamedTuple):
@@ -279,17 +279,31 @@ def suite_entry(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float
     return record
 
 
+def suite_summary(record: dict) -> str:
+    """One stored suite record as the course quotes it: the robust accuracy with its 95 %
+    (Clopper–Pearson) interval, the protocol and the digits, e.g. ``"88.0 % (95 % interval
+    85.8-89.9 %; attack suite (standard) at Linf 0.3; MNIST test, 1,000 examples, the first of the
+    test set)"``."""
+    low, high = stats.proportion_interval(round(record["robust"] * record["n"]), record["n"])
+    threat = f"{'L2' if record['norm'] == 'l2' else 'Linf'} {record['eps']:g}"
+    return (f"{100 * record['robust']:.1f} % (95 % interval {100 * low:.1f}-{100 * high:.1f} %; attack suite "
+            f"({record['version']}) at {threat}; {record['data']}, the first of the test set)")
+
+
 def suite_to_markdown(records: Sequence[dict], model_name: str = "") -> str:
     """Suite records of one model as a Markdown table (accuracies in percent)."""
     lines = []
     if records:
         lines += [f"**{model_name}** on {records[0]['data']}; {records[0]['protocol']}", ""]
-    lines.append("| threat model | clean | robust (suite) | broken by APGD-CE / APGD-T / Square / single step |")
-    lines.append("|---|---:|---:|---|")
+    lines.append("| threat model | clean | robust (suite) | 95 % interval "
+                 "| broken by APGD-CE / APGD-T / Square / single step |")
+    lines.append("|---|---:|---:|---:|---|")
     for r in records:
         norm = "L∞" if r["norm"] == "linf" else "L2"
         b = r["broken_by"]
         single = b.get("fgsm", 0) + b.get("fgm", 0)
+        low, high = stats.proportion_interval(round(r["robust"] * r["n"]), r["n"])
         lines.append(f"| {norm} ε={r['eps']:g} | {100 * r['clean']:.1f} | {100 * r['robust']:.1f} | "
+                     f"{100 * low:.1f}–{100 * high:.1f} | "
                      f"{b.get('apgd-ce', 0)} / {b.get('apgd-t', 0)} / {b.get('square', 0)} / {single} |")
     return "\n".join(lines) + "\n"

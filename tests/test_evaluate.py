@@ -212,3 +212,40 @@ def test_unbounded_eps_covers_the_whole_cube():
     assert masking.unbounded_eps("l2", cifar) == pytest.approx(3072 ** 0.5)
     # Any two images of the cube are within it: the all-black and the all-white image.
     assert float((torch.ones_like(cifar) - cifar).flatten().norm()) <= masking.unbounded_eps("l2", cifar) + 1e-9
+
+
+def test_proportion_interval_is_clopper_pearson_and_covers():
+    from robustlab.stats import proportion_interval
+    # Edges have closed forms: 0 of n -> upper 1 - (alpha/2)^(1/n); n of n -> lower (alpha/2)^(1/n).
+    low, high = proportion_interval(0, 20)
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 20), rel=1e-9)
+    low, high = proportion_interval(20, 20)
+    assert high == 1.0 and low == pytest.approx(0.025 ** (1 / 20), rel=1e-9)
+    # Coverage by simulation: at p = 0.88, n = 200 an exact interval misses at most 5 % of the time.
+    gen = torch.Generator().manual_seed(0)
+    draws = (torch.rand(2000, 200, generator=gen) < 0.88).sum(1).tolist()
+    misses = sum(not (lo <= 0.88 <= hi) for lo, hi in (proportion_interval(k, 200) for k in draws))
+    assert misses / 2000 <= 0.05
+    # Wider at a higher level, narrower with more examples.
+    assert proportion_interval(88, 100, level=0.99)[0] < proportion_interval(88, 100)[0]
+    assert proportion_interval(880, 1000)[1] - proportion_interval(880, 1000)[0] < \
+        proportion_interval(88, 100)[1] - proportion_interval(88, 100)[0]
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(successes=5, n=0), "n"), (dict(successes=11, n=10), "successes"),
+                                           (dict(successes=-1, n=10), "successes"),
+                                           (dict(successes=5, n=10, level=1.0), "level"),
+                                           (dict(successes=5, n=10, level=0.0), "level")])
+def test_proportion_interval_rejects_bad_input(kwargs, match):
+    from robustlab.stats import proportion_interval
+    with pytest.raises(ValueError, match=match):
+        proportion_interval(**kwargs)
+
+
+def test_suite_result_interval_matches_its_counts(standard, digits):
+    x, y = digits
+    result = evaluate.attack_suite(standard, x[:10], y[:10], norm="linf", eps=0.1, version="quick", checks=False)
+    from robustlab.stats import proportion_interval
+    assert result.interval() == proportion_interval(int(result.robust.sum()), 10)
+    low, high = result.interval()
+    assert low <= result.accuracy <= high

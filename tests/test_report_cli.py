@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from robustlab import attacks, cli, report, zoo
+from robustlab import attacks, cli, report, stats, zoo
 from robustlab.report import ThreatModel
 from robustlab.testing import LinearBinary, Quadratic
 
@@ -156,6 +156,8 @@ def test_train_and_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
     assert sorted(i for v in record["broken"].values() for i in v) == sorted(set(
         i for v in record["broken"].values() for i in v))  # each example broken once, by one attack
     assert f"| {100 * record['robust']:.1f} |" in printed
+    low, high = stats.proportion_interval(round(20 * record["robust"]), 20)
+    assert f"| {100 * low:.1f}–{100 * high:.1f} |" in printed  # the table gives the 95 % interval
     # A second run reuses the stored record instead of recomputing it.
     record["robust"] = 0.123
     (res / f"{name}-linf-0.1.json").write_text(json.dumps(record))
@@ -268,3 +270,14 @@ def test_certify_sharded_under_torchrun_gathers_every_image(tmp_path):
     assert all(r["n"] == "200" and r["sigma"] == "0.5" for r in ddp_rows)
     # Clean digits and a model trained with this noise: most are certified correctly either way.
     assert sum(r["correct"] == "True" for r in ddp_rows) >= 3
+
+
+def test_suite_summary_quotes_the_number_with_its_interval_protocol_and_digits():
+    record = {"robust": 0.88, "n": 1000, "norm": "linf", "eps": 0.3, "version": "standard",
+              "data": "MNIST test, 1,000 examples"}
+    text = report.suite_summary(record)
+    low, high = stats.proportion_interval(880, 1000)
+    assert text.startswith("88.0 % (95 % interval ")
+    assert f"{100 * low:.1f}-{100 * high:.1f} %" in text and "85.8-89.9" in text
+    assert "at Linf 0.3" in text and "MNIST test, 1,000 examples" in text and "(standard)" in text
+    assert "at L2 2" in report.suite_summary(dict(record, norm="l2", eps=2.0))
