@@ -203,8 +203,9 @@ def suite_entry(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float
     """The attack suite on one threat model, as a JSON-ready record; stored and resumable.
 
     With ``results_dir`` the record is written to ``<model>-<norm>-<eps>.json`` there (and a
-    finished record with the same settings is read back instead of recomputed); a checkpoint
-    beside it lets a killed run resume after its last finished batch. Under ``torchrun`` each
+    finished record with the same settings, weights and digits — its ``digest`` — is read back
+    instead of recomputed); a checkpoint beside it lets a killed run resume after its last
+    finished batch. Under ``torchrun`` each
     process attacks a contiguous slice of the examples and the results are gathered (every
     process returns the whole record; process 0 writes it).
 
@@ -220,8 +221,9 @@ def suite_entry(model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float
     from . import evaluate, masking
 
     rank, world = _distributed()
+    # The digest ties the record to these weights and digits: a retrained model is evaluated anew.
     settings = {"model": model_name, "norm": norm, "eps": float(eps), "version": version, "seed": seed,
-                "n": int(x.shape[0]), "data": source}
+                "n": int(x.shape[0]), "data": source, "digest": evaluate.state_digest(model, x, y)}
     path = None
     if results_dir is not None:
         path = Path(results_dir) / f"{model_name or 'model'}-{norm}-{eps:g}.json"

@@ -94,7 +94,7 @@ def test_suite_is_deterministic_and_resumes_after_a_kill(standard, digits, tmp_p
     # Kill the run after its second batch: the checkpoint holds 32 examples; a new run resumes.
     ckpt = tmp_path / "suite.ckpt"
     calls = {"n": 0}
-    real_save = evaluate._save_checkpoint
+    real_save = evaluate.suite._save_checkpoint
 
     def dying_save(path, state):
         real_save(path, state)
@@ -102,15 +102,36 @@ def test_suite_is_deterministic_and_resumes_after_a_kill(standard, digits, tmp_p
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate, "_save_checkpoint", dying_save)
+    monkeypatch.setattr(evaluate.suite, "_save_checkpoint", dying_save)
     with pytest.raises(KeyboardInterrupt):
         evaluate.attack_suite(standard, x, y, checkpoint=ckpt, **kw)
-    monkeypatch.setattr(evaluate, "_save_checkpoint", real_save)
+    monkeypatch.setattr(evaluate.suite, "_save_checkpoint", real_save)
     assert torch.load(ckpt, weights_only=True)["done"] == 32
     resumed = evaluate.attack_suite(standard, x, y, checkpoint=ckpt, **kw)
     assert resumed.broken_by == first.broken_by and torch.equal(resumed.x_adv, first.x_adv)
     with pytest.raises(ValueError, match="settings"):
         evaluate.attack_suite(standard, x, y, checkpoint=ckpt, **dict(kw, eps=0.2))
+    # Another model or other digits with the same settings must not resume from this file.
+    other = rl.zoo.load("mnist-standard")
+    with torch.no_grad():
+        other[-1].bias.add_(0.01)
+    with pytest.raises(ValueError, match="settings"):
+        evaluate.attack_suite(other, x, y, checkpoint=ckpt, **kw)
+    with pytest.raises(ValueError, match="settings"):
+        evaluate.attack_suite(standard, x.flip(0), y.flip(0), checkpoint=ckpt, **kw)
+
+
+def test_state_digest_tells_weights_and_data_apart(standard, digits):
+    x, y = digits
+    d = evaluate.state_digest(standard, x, y)
+    assert d == evaluate.state_digest(rl.zoo.load("mnist-standard"), x.clone(), y.clone())
+    other = rl.zoo.load("mnist-standard")
+    with torch.no_grad():
+        other[1].weight[0, 0, 0, 0] += 1e-6
+    assert evaluate.state_digest(other, x, y) != d
+    assert evaluate.state_digest(standard, x[:-1], y[:-1]) != d
+    assert evaluate.state_digest(standard, x, y.roll(1)) != d
+    assert evaluate.state_digest(standard, x.double(), y) != d
 
 
 def test_robust_accuracy_runs_the_masking_checks(standard, digits):

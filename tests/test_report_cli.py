@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from robustlab import attacks, cli, report, stats, zoo
+from robustlab import attacks, cli, evaluate, report, stats, zoo
 from robustlab.report import ThreatModel
 from robustlab.testing import LinearBinary, Quadratic
 
@@ -164,6 +164,14 @@ def test_train_and_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
     assert cli.main(["evaluate", name, "-n", "20", "--version", "quick", "--threat-models", "linf:0.1",
                      "--results-dir", str(res)]) == 0
     assert "| 12.3 |" in capsys.readouterr().out
+    # ... but not a record of other weights (a retrained model): that one is recomputed.
+    record["digest"] = "0" * 16
+    (res / f"{name}-linf-0.1.json").write_text(json.dumps(record))
+    assert cli.main(["evaluate", name, "-n", "20", "--version", "quick", "--threat-models", "linf:0.1",
+                     "--results-dir", str(res)]) == 0
+    assert "| 12.3 |" not in capsys.readouterr().out
+    assert json.loads((res / f"{name}-linf-0.1.json").read_text())["digest"] == evaluate.state_digest(
+        zoo.load(name), report.eval_set(n=20).x, report.eval_set(n=20).y)
 
 
 def test_evaluate_sharded_under_torchrun_equals_one_process(tmp_path):
