@@ -270,3 +270,24 @@ def test_suite_result_interval_matches_its_counts(standard, digits):
     assert result.interval() == proportion_interval(int(result.robust.sum()), 10)
     low, high = result.interval()
     assert low <= result.accuracy <= high
+
+
+def test_paired_test_is_mcnemars_exact_test():
+    from scipy.stats import binomtest
+
+    from robustlab.stats import paired_test
+    a = torch.tensor([True] * 90 + [False] * 10)
+    assert paired_test(a, a) == 1.0  # never disagree: no evidence of a difference
+    # 8 examples only A gets right, 1 only B: p = P(Binomial(9, 1/2) in the tails of 8).
+    b = a.clone()
+    b[:8] = False
+    b[90] = True
+    assert paired_test(a, b) == pytest.approx(binomtest(8, 9, 0.5).pvalue)
+    assert paired_test(a, b) == paired_test(b, a)
+    assert paired_test(a, b) < 0.05
+    # One disagreement each way: no evidence either way.
+    c = a.clone()
+    c[0], c[95] = False, True
+    assert paired_test(a, c) == 1.0
+    with pytest.raises(ValueError, match="same examples"):
+        paired_test(a, b[:-1])
