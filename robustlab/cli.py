@@ -357,13 +357,19 @@ def _add_zoo(sub):
 def _cmd_zoo_list(args) -> int:
     from . import zoo
 
-    print(f"{'name':24} {'method':9} {'train min':>9} {'clean (embedded)':>17}")
+    print(f"{'name':24} {'method':9} {'train min':>9} {'clean (embedded)':>17} {'suite at its train eps':>23}")
     for name in zoo.names():
         c = zoo.card(name)
         acc = c.get("metrics", {}).get("embedded_clean_accuracy")
         acc_s = f"{100 * acc:.2f} %" if acc is not None else "–"
-        note = "  (a lesson, not a robust model: see the card's note)" if "note" in c else ""
-        print(f"{name:24} {c['method']:9} {c['training']['seconds'] / 60:9.1f} {acc_s:>17}{note}")
+        # The attack suite's robust accuracy at the threat model the model was trained for.
+        cfg, suite = c.get("config", {}), c.get("metrics", {}).get("suite", {})
+        row = next((r for r in suite.get("rows", []) if r["norm"] == cfg.get("norm") and r["eps"] == cfg.get("eps")
+                    and c["method"] in ("pgd", "trades", "fgsm", "fgsm_rs")), None)
+        rob_s = "–" if row is None else \
+            f"{100 * row['robust']:.1f} % ({'L2' if row['norm'] == 'l2' else 'Linf'} {row['eps']:g})"
+        note = "  (see the card's note)" if "note" in c else ""
+        print(f"{name:24} {c['method']:9} {c['training']['seconds'] / 60:9.1f} {acc_s:>17} {rob_s:>23}{note}")
     return 0
 
 

@@ -119,6 +119,12 @@ def test_zoo_list(capsys):
     out = capsys.readouterr().out
     for name in zoo.names():
         assert name in out
+    # The robust column is the suite's record at the model's own threat model, from its card.
+    row = next(r for r in zoo.card("mnist-pgd-linf-0.3")["metrics"]["suite"]["rows"] if r["norm"] == "linf"
+               and r["eps"] == 0.3)
+    line = next(ln for ln in out.splitlines() if ln.startswith("mnist-pgd-linf-0.3 "))
+    assert f"{100 * row['robust']:.1f} % (Linf 0.3)" in line
+    assert "(see the card's note)" in next(ln for ln in out.splitlines() if ln.startswith("mnist-fgsm-linf-0.3 "))
 
 
 def test_train_with_a_bad_config_fails_before_training(capsys, tmp_path):

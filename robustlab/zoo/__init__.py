@@ -66,6 +66,13 @@ NOTES: dict[str, str] = {
         "training at eps 0.3, no random start, no eps ramp. The history's guard_accuracy (PGD-10 "
         "accuracy on 1,000 training digits after each epoch) shows the collapse; its accuracy under "
         "FGSM is gradient masking, and multi-step attacks break it. Not a robust model."),
+    "mnist-fgsm-rs-linf-0.3": (
+        "Wong, Rice & Kolter's MNIST recipe: eps 0.3 from the first batch, alpha 1.25 eps, Adam with a "
+        "cyclic learning rate peaking at 5e-3, 10 epochs. Its history is a lesson of its own: the "
+        "guard_accuracy (PGD-10 on 1,000 training digits) stayed near 0 for epochs 2-5 while the FGSM "
+        "training accuracy was above 0.9 - catastrophic overfitting from the start, which a guard that "
+        "looks for a drop cannot see - and recovered from epoch 7 as the learning rate fell. One seed; "
+        "FGSM training is known to depend on it. Its robustness is the attack suite's record, not the guard's."),
 }
 
 GENERATIVE = ("vae",)
