@@ -256,7 +256,11 @@ def _add_certify(sub):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
     p.add_argument("--results-dir", type=Path, default=None,
-                   help="write the per-image table of each run as <model>-sigma<s>.csv here")
+                   help="write the per-image table of each run as <model>-sigma<s>.csv here, with a hidden "
+                        "checkpoint per run and process (.<model>-sigma<s>.rankR-of-W.ckpt) saved after every "
+                        "image and kept: the same command again resumes a killed run and reuses finished "
+                        "ones; delete the checkpoints to recompute (one from other settings, weights or "
+                        "images is refused with an error)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the summary as Markdown")
     p.add_argument("--plot", type=Path, default=None,
                    help="also draw certified accuracy against radius for every run (.png, .svg, .pdf)")
@@ -289,9 +293,16 @@ def _cmd_certify(args) -> int:
         model = model.to(device)
         for sigma in args.sigma:
             generator = torch.Generator(device=device).manual_seed(args.seed + 1_000_003 * rank)
+            stem, ckpt = f"{name}-sigma{sigma:g}", None
+            if args.results_dir:
+                # One checkpoint per process, named like report.suite_entry's; kept when the run
+                # completes, so that the same command again (make smoothing-results after a kill)
+                # resumes the unfinished run and reads the finished ones back.
+                args.results_dir.mkdir(parents=True, exist_ok=True)
+                ckpt = _certify_checkpoint(args.results_dir, stem, rank, world)
             res = smoothing.certify_dataset(model, x[lo:hi], y[lo:hi], sigma=sigma, n0=args.n0, n=args.samples,
                                             alpha=args.alpha, batch_size=args.batch_size,
-                                            generator=generator)
+                                            generator=generator, checkpoint=ckpt)
             if world > 1:
                 res = _gather_certificates(res, lo)
                 if rank != 0:
@@ -305,8 +316,7 @@ def _cmd_certify(args) -> int:
             print(lines[-1])
             runs[f"{name}, sigma={sigma:g}"] = res
             if args.results_dir:
-                args.results_dir.mkdir(parents=True, exist_ok=True)
-                res.to_csv(args.results_dir / f"{name}-sigma{sigma:g}.csv")
+                res.to_csv(args.results_dir / f"{stem}.csv")
     if rank != 0:
         return 0
     if args.markdown:
@@ -319,6 +329,11 @@ def _cmd_certify(args) -> int:
         ax.set_title(f"{test.source}; n={args.samples:,}, alpha={args.alpha:g}", fontsize=9)
         ax.figure.savefig(args.plot, dpi=150, bbox_inches="tight")
     return 0
+
+
+def _certify_checkpoint(results_dir: Path, stem: str, rank: int, world: int) -> Path:
+    """The hidden per-process checkpoint of one certify run inside ``--results-dir``."""
+    return results_dir / f".{stem}.rank{rank}-of-{world}.ckpt"
 
 
 def _gather_certificates(res, offset: int):

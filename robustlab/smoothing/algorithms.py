@@ -1,47 +1,25 @@
-"""Randomized smoothing: Cohen, Rosenfeld & Kolter (2019), Algorithms 1 (CERTIFY) and 2 (PREDICT).
-
-The smoothed classifier ``g(x) = argmax_c P(f(x + noise) = c)`` with ``noise ~ N(0, sigma^2 I)``
-in pixel space (normalisation lives inside the model). If the top class has probability at
-least ``pA > 1/2``, ``g`` is constant within the L2 ball of radius ``sigma * Phi^-1(pA)``
-(Theorem 1). ``certify`` replaces ``pA`` by a one-sided Clopper–Pearson lower bound from
-Monte Carlo counts, so the certificate holds with probability at least ``1 - alpha``.
+"""Cohen, Rosenfeld & Kolter (2019), Algorithms 1 (CERTIFY) and 2 (PREDICT), for one image.
 
 Sampling is batched (no Python loop over samples) and counted with ``bincount``. The noise is
 drawn in fixed blocks of ``NOISE_BLOCK`` samples whatever ``batch_size`` is, so the same
-generator state gives the same counts for every batch size.
+generator state gives the same counts for every batch size. The one-sided Clopper–Pearson
+bound turns the counts into a certificate.
 """
 
 from __future__ import annotations
 
-import csv
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest, norm
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ._checks import check_generator, check_images, check_labels, check_logits_shape, check_number, eval_mode
+from .._checks import check_generator, check_images, check_logits_shape, check_number, eval_mode
 
-__all__ = [
-    "ABSTAIN",
-    "NOISE_BLOCK",
-    "Certificate",
-    "CertificationResults",
-    "sample_counts",
-    "lower_confidence_bound",
-    "certificate_from_counts",
-    "predict",
-    "certify",
-    "certify_dataset",
-    "certified_accuracy",
-    "average_certified_radius",
-    "plot_certified_accuracy",
-]
+__all__ = ["ABSTAIN", "NOISE_BLOCK", "Certificate", "sample_counts", "lower_confidence_bound",
+           "certificate_from_counts", "predict", "certify"]
+
 
 ABSTAIN = -1
 """The class returned when the smoothed classifier abstains."""
@@ -252,184 +230,3 @@ def _certify(model: nn.Module, x: Tensor, sigma: float, n0: int, n: int, alpha: 
     top = int(selection.argmax())
     count = int(_counts(model, x, sigma, n, batch_size, generator)[top])
     return certificate_from_counts(top, count, n, sigma=sigma, alpha=alpha)
-
-
-@dataclass(frozen=True)
-class CertificationResults:
-    """Per-image certificates from :func:`certify_dataset`: one row per image.
-
-    Attributes:
-        index: (N,) position of the image in the certified set.
-        label: (N,) true class.
-        prediction: (N,) certified class or ``ABSTAIN``.
-        radius: (N,) certified L2 radius (0.0 when abstaining), float64.
-        correct: (N,) bool, prediction == label.
-        time: (N,) seconds spent on each image, float64.
-        sigma, n0, n, alpha: the settings used.
-    """
-
-    index: Tensor
-    label: Tensor
-    prediction: Tensor
-    radius: Tensor
-    correct: Tensor
-    time: Tensor
-    sigma: float
-    n0: int
-    n: int
-    alpha: float
-    columns: tuple[str, ...] = field(default=("index", "label", "prediction", "radius", "correct", "time"),
-                                     init=False, repr=False)
-
-    def __len__(self) -> int:
-        return int(self.index.numel())
-
-    def rows(self) -> list[dict]:
-        """The table as a list of dicts: the per-image ``columns`` plus the settings."""
-        cols = {c: getattr(self, c).tolist() for c in self.columns}
-        settings = {"sigma": self.sigma, "n0": self.n0, "n": self.n, "alpha": self.alpha}
-        return [{**{c: cols[c][i] for c in self.columns}, **settings} for i in range(len(self))]
-
-    def to_csv(self, path: str | Path) -> None:
-        """Writes one row per image: ``columns``, then sigma, n0, n and alpha (the same in every
-        row, so that the file describes itself; :meth:`from_csv` reads it back)."""
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[*self.columns, "sigma", "n0", "n", "alpha"])
-            writer.writeheader()
-            writer.writerows(self.rows())
-
-    @classmethod
-    def from_csv(cls, path: str | Path) -> "CertificationResults":
-        """Reads a table written by :meth:`to_csv`."""
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
-            raise ValueError(f"{path} holds no certificates")
-        missing = {"index", "label", "prediction", "radius", "correct", "time", "sigma", "n0", "n",
-                   "alpha"} - set(rows[0])
-        if missing:
-            raise ValueError(f"{path} is not a CertificationResults table: it lacks the columns "
-                             f"{sorted(missing)}; write it with CertificationResults.to_csv")
-        col = lambda name, kind: [kind(r[name]) for r in rows]
-        return cls(
-            index=torch.tensor(col("index", int)), label=torch.tensor(col("label", int)),
-            prediction=torch.tensor(col("prediction", int)),
-            radius=torch.tensor(col("radius", float), dtype=torch.float64),
-            correct=torch.tensor(col("correct", lambda v: v == "True")),
-            time=torch.tensor(col("time", float), dtype=torch.float64),
-            sigma=float(rows[0]["sigma"]), n0=int(rows[0]["n0"]), n=int(rows[0]["n"]),
-            alpha=float(rows[0]["alpha"]),
-        )
-
-
-def certify_dataset(model: nn.Module, x: Tensor, y: Tensor, *, sigma: float, n0: int, n: int,
-                    alpha: float, batch_size: int = 1000, generator: torch.Generator | None = None,
-                    progress: bool = True) -> CertificationResults:
-    """:func:`certify` for each image of a batch, with a tqdm progress bar.
-
-    Args:
-        model: maps (B, C, H, W) images in [0, 1] to (B, K) logits.
-        x: images, (N, C, H, W), in [0, 1].
-        y: labels, (N,) int64.
-        sigma, n0, n, alpha, batch_size, generator: as in :func:`certify`; one generator is used
-            for all images in turn.
-        progress: show a progress bar.
-
-    Returns:
-        a :class:`CertificationResults` table.
-    """
-    x = check_images(x)
-    y = check_labels(y, x)
-    _check_settings(sigma, batch_size, n0=n0, n=n)
-    _check_alpha(alpha)
-    check_generator(generator, x)
-    predictions, radii, times = [], [], []
-    bar = tqdm(range(x.shape[0]), desc=f"certify sigma={sigma:g}", disable=not progress, unit="img")
-    correct_so_far = 0
-    for i in bar:
-        start = time.perf_counter()
-        cert = _certify(model, x[i], sigma, n0, n, alpha, batch_size, generator)
-        times.append(time.perf_counter() - start)
-        predictions.append(cert.prediction)
-        radii.append(cert.radius)
-        correct_so_far += cert.prediction == int(y[i])
-        bar.set_postfix(certified=f"{correct_so_far}/{i + 1}", refresh=False)
-    prediction = torch.tensor(predictions, dtype=torch.int64)
-    label = y.detach().cpu()
-    return CertificationResults(
-        index=torch.arange(x.shape[0]), label=label, prediction=prediction,
-        radius=torch.tensor(radii, dtype=torch.float64), correct=prediction == label,
-        time=torch.tensor(times, dtype=torch.float64), sigma=float(sigma), n0=int(n0), n=int(n),
-        alpha=float(alpha),
-    )
-
-
-def _check_results(results: object) -> CertificationResults:
-    if not isinstance(results, CertificationResults):
-        raise TypeError(f"results must be the CertificationResults returned by certify_dataset, "
-                        f"got {type(results).__name__}")
-    return results
-
-
-def certified_accuracy(results: CertificationResults, radii: float | Sequence[float] | Tensor) -> Tensor:
-    """Fraction of images certified correctly at L2 radius at least r, for each r in ``radii``.
-
-    An image counts at r when its certified class is its label and its certified radius is
-    >= r (Cohen et al.'s certified test-set accuracy; abstentions never count).
-
-    Returns:
-        float64 tensor with one accuracy per radius (a 0-d tensor for a single radius).
-    """
-    results = _check_results(results)
-    r = torch.as_tensor(radii, dtype=torch.float64)
-    if not bool(torch.isfinite(r).all()) or bool((r < 0).any()):
-        raise ValueError(f"radii must be finite and >= 0, got {r.tolist()}")
-    if len(results) == 0:
-        raise ValueError("results is empty: certify at least one image")
-    ok = results.correct[:, None] & (results.radius[:, None] >= r.reshape(1, -1))  # (N, R)
-    return ok.double().mean(dim=0).reshape(r.shape)
-
-
-def average_certified_radius(results: CertificationResults) -> float:
-    """The average certified radius (ACR): mean over images of the radius if correct, else 0.
-
-    This is the usual definition (Zhai et al., 2020, MACER); it rewards both accuracy and
-    radius. ``results.radius[results.correct].mean()`` is the mean radius of the correctly
-    certified images instead.
-    """
-    results = _check_results(results)
-    if len(results) == 0:
-        raise ValueError("results is empty: certify at least one image")
-    return float((results.radius * results.correct).mean())
-
-
-def plot_certified_accuracy(runs: Mapping[str, CertificationResults], *, ax=None, max_radius: float | None = None,
-                            points: int = 301):
-    """Certified accuracy against L2 radius, one curve per run (Cohen et al., Figure 6 style).
-
-    Args:
-        runs: label -> results, e.g. ``{"sigma = 0.25": res_025, ...}``.
-        ax: a matplotlib Axes to draw on (default: a new figure).
-        max_radius: right end of the radius axis (default: the largest certified radius, +5 %).
-        points: radii evaluated per curve.
-
-    Returns:
-        the matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if not runs:
-        raise ValueError("runs is empty: pass a dict such as {'sigma = 0.5': results}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    top = max_radius if max_radius is not None else 1.05 * max(float(r.radius.max()) for r in runs.values())
-    radii = torch.linspace(0.0, max(top, 1e-3), points, dtype=torch.float64)
-    for label, results in runs.items():
-        ax.plot(radii.numpy(), certified_accuracy(results, radii).numpy(), label=label)
-    ax.set_xlabel("L2 radius (pixel units)")
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xlim(0.0, float(radii[-1]))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return ax
