@@ -65,6 +65,7 @@ grades: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/attacks.py
 	$(BIN)/python bench/evaluate.py
+	$(BIN)/python bench/bounds.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/smoothing.py
 	$(BIN)/python bench/saliency.py

@@ -6,10 +6,11 @@ Every algorithm takes images ``x`` of shape (N, C, H, W) in [0, 1] and labels ``
 is always in pixel units.
 """
 
-from . import attacks, data, evaluate, masking, models, report, saliency, smoothing, stats, testing, train, zoo
+from . import attacks, bounds, data, evaluate, masking, models, report, saliency, smoothing, stats, testing, train, zoo
 from .attacks import apgd, fgm, fgsm, fmn, pgd, pgd_step, square
 from .evaluate import attack_suite, robust_accuracy
 
 __version__ = "0.1.0"
-__all__ = ["attacks", "data", "evaluate", "masking", "models", "report", "saliency", "smoothing", "stats", "testing",
-           "train", "zoo", "fgsm", "fgm", "pgd", "pgd_step", "apgd", "square", "fmn", "robust_accuracy", "attack_suite"]
+__all__ = ["attacks", "bounds", "data", "evaluate", "masking", "models", "report", "saliency", "smoothing", "stats",
+           "testing", "train", "zoo", "fgsm", "fgm", "pgd", "pgd_step", "apgd", "square", "fmn", "robust_accuracy",
+           "attack_suite"]

@@ -1,0 +1,118 @@
+"""Benchmark: certified bounds against the physical limit, and what verification costs.
+
+(a) interval_bounds time / (2 x one forward pass, same model and batch, no gradient): IBP pushes
+    a centre and a radius through every layer, two passes of the model's cost, so 1.0 is the
+    limit; target <= 1.5.
+(b) Per-example time of verify with method "ibp", "crown" and "milp", as multiples of one
+    forward pass per example. CROWN back-substitutes one row per unstable neuron of every
+    hidden layer, so its cost grows with eps; MILP is exponential in the worst case, so it runs
+    on a small MLP trained here in seconds (784-hidden-10 on embedded digits the evaluation
+    digits exclude) and, with a time limit, on the zoo's MLP, printing how many finished.
+
+The ratio in (a) is the median of per-repeat ratios, the order rotating every repeat; (b) times
+one run. ``python bench/bounds.py`` runs the default CPU configuration; ``--help`` lists the
+options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from _common import paired_times, sync
+from torch import nn
+
+import robustlab as rl
+from robustlab import bounds
+from robustlab.models import Normalize
+
+
+def _small_mlp(hidden: int, device: torch.device) -> nn.Module:
+    """A 784-hidden-10 MLP trained for a few seconds on 1,000 embedded digits (every fifth, offset
+    so that it never takes the evenly spaced evaluation digits of report.eval_set)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(Normalize.for_dataset("mnist"), nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
+                          nn.Linear(hidden, 10)).to(device)
+    emb = rl.data.embedded_mnist()
+    idx = torch.arange(2, 5000, 5)[:1000]
+    x, y = emb.x[idx].to(device), emb.y[idx].to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def _per_example(fn, n: int, device: torch.device) -> tuple[float, object]:
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return (time.perf_counter() - start) / n, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=256, help="digits in (a)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--zoo-model", default="mnist-pgd-linf-0.3", help="small-cnn model of (a) and (b)")
+    parser.add_argument("--verify-n", type=int, default=32, help="digits in (b)")
+    parser.add_argument("--eps", type=float, default=0.1, help="Linf radius for the small CNN in (b)")
+    parser.add_argument("--milp-eps", type=float, default=0.03, help="Linf radius for the small MLP in (b)")
+    parser.add_argument("--zoo-milp-eps", type=float, default=0.02, help="Linf radius for the zoo's MLP in (b)")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden units of the small MLP in (b)")
+    parser.add_argument("--time-limit", type=float, default=10.0, help="MILP seconds per example in (b)")
+    parser.add_argument("--skip-zoo-milp", action="store_true", help="skip MILP on the zoo's 784-512-512-10 MLP")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device={device} ({where}), torch {torch.__version__}")
+
+    # (a) IBP against two forward passes.
+    model = rl.zoo.load(args.zoo_model, device=device)
+    data = rl.report.eval_set(n=args.batch)
+    x, y = data.x.to(device), data.y.to(device)
+
+    def forwards():
+        with torch.no_grad():
+            model(x)
+            model(x)
+
+    t = paired_times({"2fwd": forwards, "ibp": lambda: bounds.interval_bounds(model, x, eps=args.eps)},
+                     device, args.repeats)
+    ratios = [a / b for a, b in zip(t["ibp"], t["2fwd"])]
+    print(f"(a) interval_bounds / 2 x forward ({args.zoo_model}, batch {x.shape[0]}, {data.source}): "
+          f"{statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]  target <= 1.5")
+
+    # (b) verification per example, in forward passes per example.
+    data = rl.report.eval_set(n=args.verify_n)
+    x, y = data.x.to(device), data.y.to(device)
+    n = x.shape[0]
+    fwd, _ = _per_example(forwards, 2 * n, device)
+    for method in ("ibp", "crown"):
+        sec, v = _per_example(lambda: bounds.verify(model, x, y, eps=args.eps, method=method), n, device)
+        print(f"(b) verify {method:5s} {args.zoo_model}, Linf {args.eps}: {1e3 * sec:8.2f} ms per example "
+              f"({sec / fwd:,.0f} forwards), certified {int(v.certified.sum())}/{n}")
+    mlps = [(f"trained 784-{args.hidden}-10", _small_mlp(args.hidden, device), args.milp_eps)]
+    if not args.skip_zoo_milp:
+        mlps.append(("mnist-standard-mlp", rl.zoo.load("mnist-standard-mlp", device=device), args.zoo_milp_eps))
+    for name, mlp, eps in mlps:
+        fwd, _ = _per_example(lambda: mlp(x), n, device)
+        for method in ("crown", "milp"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sec, v = _per_example(lambda: bounds.verify(mlp, x, y, eps=eps, method=method,
+                                                            time_limit=args.time_limit), n, device)
+            counts = ", ".join(f"{v.status.count(s)} {s}" for s in bounds.STATUSES)
+            print(f"(b) verify {method:5s} {name}, Linf {eps}, time limit {args.time_limit:g} s: "
+                  f"{1e3 * sec:8.2f} ms per example ({sec / fwd:,.0f} forwards); {counts}")
+
+
+if __name__ == "__main__":
+    main()
