@@ -15,6 +15,10 @@ Methods (``TrainConfig.method``):
   ``CE + lam * ||grad_x CE||_2^2`` per example.
 - ``"gaussian"``: Cohen et al. (2019): cross-entropy on ``x + N(0, sigma^2)``, fresh noise
   every batch (no clamping, as in the paper).
+- ``"ibp"``: Gowal et al. (2018), interval bound propagation: ``kappa * CE(f(x), y) +
+  (1 - kappa) * CE(z_worst, y)`` with ``z_worst`` the interval bound's worst-case margins
+  (:func:`robustlab.bounds.worst_case_logits`), after ``warmup_epochs`` of clean training, eps
+  and kappa ramped together over ``eps_ramp_epochs`` (kappa from 1 to ``kappa_end``).
 
 Every epoch's randomness (shuffling, random starts, noise, dropout) is derived from
 ``(seed, epoch)``, so a run killed and resumed from its last checkpoint ends with the same
@@ -47,7 +51,7 @@ __all__ = ["TrainConfig", "TrainResult", "fit", "training_loss", "METHODS", "eva
 
 log = logging.getLogger(__name__)
 
-METHODS = ("standard", "pgd", "fgsm_rs", "fgsm", "trades", "gradreg", "gaussian")
+METHODS = ("standard", "pgd", "fgsm_rs", "fgsm", "trades", "gradreg", "gaussian", "ibp")
 ADVERSARIAL = ("pgd", "fgsm_rs", "fgsm", "trades")
 SCHEDULES = ("constant", "cyclic", "cosine")
 OPTIMIZERS = ("adam", "sgd")
@@ -74,6 +78,11 @@ class TrainConfig:
     # Ramp eps linearly from 0 over this many epochs: PGD training at eps 0.3 from the first
     # batch can stall at chance on MNIST.
     eps_ramp_epochs: float = 0.0
+    # Clean epochs before the eps ramp starts (Gowal et al.'s warm-up for ibp).
+    warmup_epochs: float = 0.0
+    # ibp: the weight of the clean cross-entropy, ramped from 1 to this value with eps (Gowal et
+    # al.'s kappa); the rest of the loss is the cross-entropy of the interval bound's worst case.
+    kappa_end: float = 0.5
     # Step size; None picks the papers' defaults: 2.5 eps / steps (Madry et al.) for pgd and
     # trades, 1.25 eps for fgsm_rs (Wong et al.), eps for fgsm.
     alpha: float | None = None
@@ -106,6 +115,11 @@ class TrainConfig:
         check_number(self.weight_decay, "weight_decay", low=0.0)
         check_number(self.eps, "eps", low=0.0)
         check_number(self.eps_ramp_epochs, "eps_ramp_epochs", low=0.0)
+        check_number(self.warmup_epochs, "warmup_epochs", low=0.0)
+        check_number(self.kappa_end, "kappa_end", low=0.0)
+        if self.kappa_end > 1:
+            raise ValueError(f"kappa_end is the clean loss's weight at the end of the ramp, in [0, 1]; "
+                             f"got {self.kappa_end}")
         if self.alpha is not None:
             check_number(self.alpha, "alpha", low=0.0, strict=True)
         check_number(self.steps, "steps", low=1, integer=True)
@@ -119,7 +133,10 @@ class TrainConfig:
         if self.method in ("fgsm_rs", "fgsm") and self.norm != "linf":
             raise ValueError(f"method={self.method!r} is a Linf method, got norm={self.norm!r}; "
                              f"use method='pgd' for L2 adversarial training")
-        if self.method in ADVERSARIAL and self.eps == 0:
+        if self.method == "ibp" and self.norm != "linf":
+            raise ValueError(f"method='ibp' trains against Linf interval bounds, got norm={self.norm!r}; "
+                             f"use norm='linf'")
+        if self.method in ADVERSARIAL + ("ibp",) and self.eps == 0:
             raise ValueError(f"method={self.method!r} needs eps > 0, got eps=0; "
                              f"use method='standard' for clean training")
 
@@ -232,6 +249,17 @@ def training_loss(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, *
     eps = config.eps if eps is None else eps
     attack_model = model if attack_model is None else attack_model
     method = config.method
+    if method == "ibp":
+        from .bounds import worst_case_logits
+
+        # Gowal et al.: kappa * CE(clean) + (1 - kappa) * CE(worst case of the interval bound),
+        # kappa ramped from 1 to kappa_end as eps grows to config.eps.
+        kappa = 1.0 - (1.0 - config.kappa_end) * (eps / config.eps if config.eps else 0.0)
+        logits = model(x)
+        loss = kappa * F.cross_entropy(logits, y)
+        if eps > 0:
+            loss = loss + (1.0 - kappa) * F.cross_entropy(worst_case_logits(attack_model, x, y, eps=eps), y)
+        return loss, logits
     if method == "standard" or (method in ADVERSARIAL and eps == 0):
         logits = model(x)
         return F.cross_entropy(logits, y), logits
@@ -399,7 +427,11 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
             lr = config.lr * _lr_factor(config.schedule, step / total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            ramp = min(1.0, step / (config.eps_ramp_epochs * batches)) if config.eps_ramp_epochs else 1.0
+            after = step - config.warmup_epochs * batches  # steps since the warm-up ended
+            if after < 0:
+                ramp = 0.0
+            else:
+                ramp = min(1.0, after / (config.eps_ramp_epochs * batches)) if config.eps_ramp_epochs else 1.0
             eps = config.eps * ramp
             sl = order[b * config.batch_size + rank * local_batch: b * config.batch_size + (rank + 1) * local_batch]
             xb, yb = x[sl].to(device, dtype, non_blocking=True), y[sl].to(device, non_blocking=True)
@@ -421,7 +453,7 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
             loss_sum, correct, seen = stats[0], stats[1], int(stats[2])
         row = {"epoch": epoch + 1, "loss": float(loss_sum) / seen, "accuracy": float(correct) / seen,
                "lr": lr, "seconds": time.perf_counter() - t_epoch}
-        if config.method in ADVERSARIAL:
+        if config.method in ADVERSARIAL + ("ibp",):
             row["eps"] = eps
         if config.method in ("fgsm_rs", "fgsm"):
             x_pgd = attacks.pgd(model, guard_x, guard_y, eps=eps, alpha=eps / 4,

@@ -552,3 +552,70 @@ def test_layers_unrolls_nested_sequentials_in_order():
     assert names == ["0", "1", "2", "3.0", "3.1", "3.2", "4", "5", "6"]
     assert isinstance(_layers.network(_conv(0), torch.rand(1, 1, 6, 6, dtype=torch.float64), who="t").ops[4],
                       _layers.ReLU)
+
+
+# --- certified training -----------------------------------------------------------------------
+
+def test_worst_case_logits_match_verify_and_bound_every_sampled_point():
+    from robustlab import models
+    torch.manual_seed(0)
+    model = models.create("mlp", hidden=16)
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.arange(6) % 10
+    eps = 0.02
+    worst = bounds.worst_case_logits(model, x, y, eps=eps)
+    assert worst.shape == (6, 10) and torch.all(worst[torch.arange(6), y] == 0)
+    # The certified margin equals verify(method="ibp")'s: both fold the margins into the last layer.
+    off = worst.clone()
+    off[torch.arange(6), y] = -float("inf")
+    v = bounds.verify(model, x, y, eps=eps, method="ibp")
+    torch.testing.assert_close(-off.max(dim=1).values, v.margin_lower, rtol=1e-4, atol=1e-4)
+    # Sound: at sampled points of the ball every logit_j - logit_y stays below the bound.
+    with torch.no_grad():
+        for _ in range(20):
+            pts = (x + eps * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
+            z = model(pts)
+            assert torch.all(z - z.gather(1, y[:, None]) <= worst + 1e-4)
+
+
+def test_worst_case_logits_are_differentiable_and_ibp_training_certifies(embedded):
+    from robustlab import models
+    from robustlab.train import TrainConfig, fit
+    torch.manual_seed(0)
+    model = models.create("small-cnn")
+    x, y = embedded.x[::5][:64], embedded.y[::5][:64]
+    loss = torch.nn.functional.cross_entropy(bounds.worst_case_logits(model, x, y, eps=0.1), y)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in model.parameters())
+    # A short IBP run certifies far more held-out digits than standard training of the same length.
+    perm = torch.randperm(5000, generator=torch.Generator().manual_seed(0))
+    xtr, ytr, xte, yte = embedded.x[perm[:2000]], embedded.y[perm[:2000]], embedded.x[perm[4000:4300]], \
+        embedded.y[perm[4000:4300]]
+    certified = {}
+    for method in ("standard", "ibp"):
+        torch.manual_seed(0)
+        m = models.create("small-cnn")
+        cfg = TrainConfig(method=method, eps=0.1, epochs=6, warmup_epochs=1, eps_ramp_epochs=3, batch_size=50)
+        result = fit(m, (xtr, ytr), cfg, progress=False)
+        certified[method] = bounds.verify(m, xte, yte, eps=0.1, method="ibp").certified.float().mean().item()
+        if method == "ibp":
+            eps_seen = [h["eps"] for h in result.history]  # the radius at each epoch's last batch
+            assert eps_seen[0] == 0.0 and 0.03 < eps_seen[1] < 0.1 / 3 and eps_seen[4:] == [0.1, 0.1]  # warm-up, ramp
+    assert certified["standard"] < 0.05 and certified["ibp"] > 0.4, certified
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(method="ibp", norm="l2", eps=1.0), "norm"),
+                                           (dict(method="ibp", eps=0.0), "eps"),
+                                           (dict(method="ibp", kappa_end=1.5), "kappa_end"),
+                                           (dict(method="ibp", warmup_epochs=-1), "warmup_epochs")])
+def test_ibp_config_errors(kwargs, match):
+    from robustlab.train import TrainConfig
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs).validate()
+
+
+def test_worst_case_logits_rejects_unsupported_models():
+    from robustlab import models
+    with pytest.raises(ValueError, match="MaxPool2d"):
+        bounds.worst_case_logits(models.create("madry-cnn"), torch.rand(1, 1, 28, 28), torch.tensor([0]), eps=0.1)

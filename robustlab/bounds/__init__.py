@@ -5,7 +5,9 @@
   specification ``C @ logits``;
 - ``verify``: certifies, falsifies or gives up per example, with IBP, CROWN or an exact
   mixed-integer program (``"milp"``; Tjeng et al., 2019);
-- ``minimum_margin``: the exact smallest margin over the Linf ball and the point attaining it.
+- ``minimum_margin``: the exact smallest margin over the Linf ball and the point attaining it;
+- ``worst_case_logits``: the interval bound as a differentiable function of the weights, for
+  certified training (``TrainConfig(method="ibp")``).
 
 They share the contract of the attacks (see CONVENTIONS.md): images ``x`` are (N, C, H, W) in
 [0, 1], ``eps`` is in pixel units, the threat model is the eps-ball intersected with [0, 1], and
@@ -19,7 +21,8 @@ from ._layers import NORMS, layers
 from .interval import Bounds, interval_bounds
 from .linear import INTERMEDIATE, linear_bounds
 from .milp import MinimumMargin, minimum_margin
+from .training import worst_case_logits
 from .verify import METHODS, STATUSES, Verification, verify
 
 __all__ = ["Bounds", "interval_bounds", "linear_bounds", "Verification", "verify", "MinimumMargin",
-           "minimum_margin", "layers", "NORMS", "INTERMEDIATE", "METHODS", "STATUSES"]
+           "minimum_margin", "worst_case_logits", "layers", "NORMS", "INTERMEDIATE", "METHODS", "STATUSES"]
