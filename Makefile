@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustlab-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test book notebooks browser explore exercises autograde feedback grades bench zoo smoothing-results interpret-results evaluate-results clean
+.PHONY: setup test book notebooks browser explore exercises autograde feedback grades bench zoo smoothing-results interpret-results evaluate-results bounds-results clean
 
 setup: $(STAMP)
 
@@ -101,6 +101,12 @@ evaluate-results: $(STAMP)
 		-n 1000 --results-dir results/evaluate --update-cards --batch-size 1000 --markdown results/evaluate/zoo-1000.md
 	$(BIN)/robustlab evaluate mnist-pgd-linf-0.3 -n 10000 --threat-models linf:0.3 --results-dir results/evaluate/full \
 		--update-cards --batch-size 1000 --markdown results/evaluate/pgd-linf-0.3-10000.md
+
+# The lower/upper-bound table of the certified-robustness chapter (results/bounds/table.json):
+# three small MLPs trained here, then attack suite, IBP, CROWN and exact MILP on the first 100
+# MNIST test digits at Linf 0.1 and 0.3; resumable (finished rows are kept).
+bounds-results: $(STAMP)
+	$(BIN)/python -m robustlab.bounds.table --out results/bounds
 
 # The robustness-interpretability experiments on the zoo (results/interpret/*.json): about 12
 # minutes on a 2-core CPU, most of it ROAR/KAR retraining.

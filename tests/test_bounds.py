@@ -619,3 +619,23 @@ def test_worst_case_logits_rejects_unsupported_models():
     from robustlab import models
     with pytest.raises(ValueError, match="MaxPool2d"):
         bounds.worst_case_logits(models.create("madry-cnn"), torch.rand(1, 1, 28, 28), torch.tensor([0]), eps=0.1)
+
+
+def test_bound_table_row_orders_lower_and_upper_bounds(embedded):
+    """IBP <= CROWN <= exact (MILP) <= attack suite <= clean, on the same digits, with the MILP
+    run only where the attack and CROWN left the answer open."""
+    from robustlab import models
+    from robustlab.bounds import table
+    from robustlab.train import TrainConfig, fit
+    torch.manual_seed(0)
+    model = models.create("mlp", hidden=24)
+    perm = torch.randperm(5000, generator=torch.Generator().manual_seed(1))
+    fit(model, (embedded.x[perm[:1500]], embedded.y[perm[:1500]]),
+        TrainConfig(method="pgd", eps=0.1, steps=5, epochs=3, batch_size=50), progress=False)
+    x, y = embedded.x[perm[4000:4024]], embedded.y[perm[4000:4024]]
+    row = table.bound_row(model.eval(), x, y, eps=0.05, exact=True, time_limit=5.0, suite_version="quick")
+    counts = {k: row[k]["count"] for k in ("ibp", "crown", "exact", "suite", "clean")}
+    assert counts["ibp"] <= counts["crown"] <= counts["exact"] <= counts["suite"] <= counts["clean"] <= 24, counts
+    assert row["exact_unknown"] == 0 and row["milp_solved"] == counts["suite"] - counts["crown"]
+    low, high = row["suite"]["interval95"]
+    assert low <= row["suite"]["accuracy"] <= high
