@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ robustlab: adversarial robustness and interpretability, from the command line.
   robustlab zoo list                       the shipped models and their headline numbers
   robustlab evaluate mnist-pgd-linf-0.3    robustness report of a zoo model (or a .safetensors file)
   robustlab certify mnist-gaussian-0.5 --sigma 0.5 -N 100   randomized-smoothing certificates
+  robustlab verify mnist-ibp-linf-0.3 --eps 0.3            verified accuracy (IBP, CROWN, exact MILP)
   robustlab train --method pgd --eps 0.3 --out my-model.safetensors
   robustlab zoo build mnist-standard       retrain a zoo model from scratch
 
@@ -336,6 +338,60 @@ def _certify_checkpoint(results_dir: Path, stem: str, rank: int, world: int) -> 
     return results_dir / f".{stem}.rank{rank}-of-{world}.ckpt"
 
 
+def _add_verify(sub):
+    p = sub.add_parser("verify", help="verified accuracy under Linf: interval bounds, CROWN or exact MILP",
+                       description="Certify that every point of the Linf eps-ball (within [0, 1]) around each test "
+                                   "digit is classified correctly; prints verified accuracy with a 95 % interval.")
+    p.add_argument("models", nargs="+", help="zoo names or .safetensors files")
+    p.add_argument("--eps", default="0.1,0.3", help="comma-separated Linf radii (default: 0.1,0.3)")
+    p.add_argument("--methods", default="ibp,crown", help="comma-separated: ibp, crown, milp (default: ibp,crown)")
+    p.add_argument("-n", type=int, default=None, help="the first N test digits (default: all)")
+    p.add_argument("--batch-size", type=int, default=500, help="digits per bound computation")
+    p.add_argument("--time-limit", type=float, default=10.0, help="MILP seconds per digit")
+    p.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
+    p.add_argument("--update-cards", action="store_true",
+                   help="store the results in the zoo cards as metrics['verified']")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from . import report, stats, zoo
+    from .bounds import METHODS, verify
+
+    try:
+        radii = [float(e) for e in args.eps.split(",")]
+    except ValueError:
+        raise SystemExit(f"error: --eps must be comma-separated numbers such as 0.1,0.3, got {args.eps!r}")
+    methods = [m.strip().lower() for m in args.methods.split(",")]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"error: unknown method {bad[0]!r} in --methods; valid: {', '.join(METHODS)}")
+    test = report.eval_set(root=args.data_root, n=args.n)
+    print(f"data: {test.source}")
+    for spec in args.models:
+        name, model = _load_model(spec)
+        rows = []
+        for eps in radii:
+            for method in methods:
+                t0 = time.perf_counter()
+                certified = torch.cat([verify(model, test.x[i:i + args.batch_size], test.y[i:i + args.batch_size],
+                                              eps=eps, method=method, time_limit=args.time_limit).certified
+                                       for i in range(0, test.x.shape[0], args.batch_size)])
+                k, n = int(certified.sum()), certified.numel()
+                low, high = stats.proportion_interval(k, n)
+                rows.append({"method": method, "eps": eps, "verified": k / n, "count": k, "n": n,
+                             "interval95": [low, high], "seconds": round(time.perf_counter() - t0, 1)})
+                print(f"{name} Linf {eps:g} {method:5}: verified {100 * k / n:.1f} % ({k}/{n}; 95 % interval "
+                      f"{100 * low:.1f}-{100 * high:.1f} %) in {rows[-1]['seconds']:.0f} s")
+        if args.update_cards:
+            if name not in zoo.names():
+                raise SystemExit(f"error: --update-cards needs zoo models, {spec!r} is not one")
+            key = "verified" if args.n is None else f"verified_n{test.x.shape[0]}"
+            zoo.update_metrics(name, {key: {"data": test.source, "norm": "linf", "torch": torch.__version__,
+                                            "rows": rows}})
+    return 0
+
+
 def _gather_certificates(res, offset: int):
     """Every process's slice of certificates, in image order (the index made global)."""
     import dataclasses
@@ -410,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_certify(sub)
+    _add_verify(sub)
     _add_zoo(sub)
     return parser
 

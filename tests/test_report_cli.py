@@ -295,3 +295,23 @@ def test_suite_summary_quotes_the_number_with_its_interval_protocol_and_digits()
     assert f"{100 * low:.1f}-{100 * high:.1f} %" in text and "85.8-89.9" in text
     assert "at Linf 0.3" in text and "MNIST test, 1,000 examples" in text and "(standard)" in text
     assert "at L2 2" in report.suite_summary(dict(record, norm="l2", eps=2.0))
+
+
+def test_verify_cli_prints_verified_accuracy_with_interval(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTLAB_DATA", str(tmp_path / "nodata"))
+    assert cli.main(["verify", "mnist-pgd-linf-0.3", "-n", "6", "--eps", "0.01,0.3", "--methods", "ibp"]) == 0
+    out = capsys.readouterr().out
+    test = report.eval_set(n=6)
+    from robustlab import bounds
+    for eps in (0.01, 0.3):
+        k = int(bounds.verify(zoo.load("mnist-pgd-linf-0.3"), test.x, test.y, eps=eps, method="ibp").certified.sum())
+        low, high = stats.proportion_interval(k, 6)
+        assert f"Linf {eps:g} ibp  : verified {100 * k / 6:.1f} % ({k}/6; 95 % interval " \
+               f"{100 * low:.1f}-{100 * high:.1f} %)" in out
+
+
+@pytest.mark.parametrize("argv, match", [(["--methods", "ibp,exact"], "unknown method 'exact'"),
+                                         (["--eps", "0.1,big"], "--eps must be comma-separated")])
+def test_verify_cli_rejects_bad_options(argv, match):
+    with pytest.raises(SystemExit, match=match):
+        cli.main(["verify", "mnist-standard", "-n", "2", *argv])
