@@ -113,7 +113,7 @@ def interval_bounds(model: nn.Module, x: Tensor, *, eps: float, norm: str = "lin
         ``Bounds(lower, upper)``, each (N, K): ``lower <= model(x') <= upper`` for every x' with
         ``||x' - x||_norm <= eps`` in [0, 1]. With ``per_layer=True`` a list with one ``Bounds``
         per layer, in the order of :func:`robustlab.bounds.layers` (nested ``nn.Sequential``
-        unrolled), each (N, *that layer's output shape); the last entry bounds the logits.
+        unrolled), each ``(N, *out_shape)`` for that layer; the last entry bounds the logits.
 
     Raises:
         ValueError: for an unsupported layer (named with its position), eps < 0, an unknown
