@@ -12,6 +12,7 @@ from torch import nn
 from robustlab import train
 from robustlab.testing import LinearBinary
 from robustlab.train import TrainConfig, fit, training_loss
+from robustlab.train import loop as train_loop
 
 
 def blobs(n=200, seed=0):
@@ -190,7 +191,7 @@ def test_fgsm_rs_guard_rolls_back_on_a_collapse(monkeypatch, tmp_path):
     x, y = blobs()
     config = TrainConfig(method="fgsm_rs", eps=0.1, epochs=4, batch_size=20, lr=0.01)
     accuracies = iter([0.8, 0.85, 0.1, 0.9])  # the guard's PGD accuracy collapses after epoch 3
-    monkeypatch.setattr(train, "evaluate_accuracy", lambda *a, **k: next(accuracies))
+    monkeypatch.setattr(train_loop, "evaluate_accuracy", lambda *a, **k: next(accuracies))
     model = Killer(mlp(), after=10 ** 9)
     result = fit(model, (x, y), config, progress=False)
     assert result.stopped and "catastrophic overfitting at epoch 3" in result.stopped
@@ -211,7 +212,7 @@ def test_plain_fgsm_records_the_guard_but_never_rolls_back(monkeypatch):
     x, y = blobs()
     config = TrainConfig(method="fgsm", eps=0.1, epochs=4, batch_size=20, lr=0.01)
     accuracies = iter([0.8, 0.85, 0.1, 0.05])  # the same collapse that stops fgsm_rs
-    monkeypatch.setattr(train, "evaluate_accuracy", lambda *a, **k: next(accuracies))
+    monkeypatch.setattr(train_loop, "evaluate_accuracy", lambda *a, **k: next(accuracies))
     result = fit(mlp(), (x, y), config, progress=False)
     assert result.stopped is None and len(result.history) == 4
     assert [h["guard_accuracy"] for h in result.history] == [0.8, 0.85, 0.1, 0.05]
@@ -232,12 +233,12 @@ def test_random_shift_translates_each_image_with_zero_fill():
 
 
 def test_lr_schedules():
-    assert train._lr_factor("constant", 0.7) == 1.0
-    assert train._lr_factor("cyclic", 0.0) == 0.0
-    assert train._lr_factor("cyclic", 0.4) == pytest.approx(1.0)
-    assert train._lr_factor("cyclic", 0.7) == pytest.approx(0.5)
-    assert train._lr_factor("cyclic", 1.0) == 0.0
-    assert train._lr_factor("cosine", 0.5) == pytest.approx(0.5)
+    assert train_loop._lr_factor("constant", 0.7) == 1.0
+    assert train_loop._lr_factor("cyclic", 0.0) == 0.0
+    assert train_loop._lr_factor("cyclic", 0.4) == pytest.approx(1.0)
+    assert train_loop._lr_factor("cyclic", 0.7) == pytest.approx(0.5)
+    assert train_loop._lr_factor("cyclic", 1.0) == 0.0
+    assert train_loop._lr_factor("cosine", 0.5) == pytest.approx(0.5)
 
 
 def test_eps_ramp_and_alpha_defaults():
