@@ -51,3 +51,8 @@ def model_and_batch(arch: str, batch: int, device: torch.device) -> tuple[torch.
         idx = torch.randperm(5000)[:batch]
         x, y = emb.x[idx].to(device), emb.y[idx].to(device)
     return model, x, y
+
+
+def where(device: torch.device) -> str:
+    """What runs the benchmark, for its first line: the GPU's name, or the CPU thread count."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"

@@ -17,7 +17,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from _common import model_and_batch, paired_times
+from _common import model_and_batch, paired_times, where
 
 import robustlab as rl
 from robustlab import models
@@ -49,8 +49,7 @@ def main() -> None:
             loss = F.cross_entropy(model(x_in), y, reduction="sum")
             torch.autograd.grad(loss, x_in)
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device={device} ({where}) "
+    print(f"device={device} ({where(device)}) "
           f"torch={torch.__version__} model={args.model} batch={args.batch} k={k} repeats={args.repeats}")
     print(f"{'norm':5} {'k x fwd+bwd':>12} {'robustlab':>10} {'torchattacks':>13} "
           f"{'(a) ratio':>10} {'target':>7} {'(b) ratio':>10} {'target':>7}")

@@ -23,7 +23,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from _common import paired_times, sync
+from _common import paired_times, sync, where
 from torch import nn
 
 import robustlab as rl
@@ -71,8 +71,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device={device} ({where}), torch {torch.__version__}")
+    print(f"device={device} ({where(device)}), torch {torch.__version__}")
 
     # (a) IBP against two forward passes.
     model = rl.zoo.load(args.zoo_model, device=device)

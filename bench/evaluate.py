@@ -24,7 +24,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from _common import model_and_batch, paired_times, sync
+from _common import model_and_batch, paired_times, sync, where
 
 import robustlab as rl
 from robustlab import evaluate
@@ -55,8 +55,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device={device} ({where}), torch {torch.__version__}")
+    print(f"device={device} ({where(device)}), torch {torch.__version__}")
 
     # (a) APGD-k against k forward+backward passes. APGD skips the examples a model already gets
     # wrong, so the batch holds only digits the (trained, robust) zoo model classifies correctly:

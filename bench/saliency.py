@@ -17,7 +17,7 @@ import statistics
 import warnings
 
 import torch
-from _common import model_and_batch, paired_times
+from _common import model_and_batch, paired_times, where
 
 from robustlab import models, saliency
 
@@ -64,8 +64,7 @@ def main() -> None:
         captum_version = "absent"
 
     times = paired_times(fns, device, args.repeats)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device={device} ({where}) torch={torch.__version__} captum={captum_version} model={args.model} "
+    print(f"device={device} ({where(device)}) torch={torch.__version__} captum={captum_version} model={args.model} "
           f"batch={args.batch} steps={k} repeats={args.repeats}")
     for name, ts in times.items():
         print(f"  {name:7} {statistics.median(ts) * 1e3:9.1f} ms")

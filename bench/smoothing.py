@@ -17,7 +17,7 @@ import argparse
 import statistics
 
 import torch
-from _common import paired_times
+from _common import paired_times, where
 
 from robustlab import data, smoothing, zoo
 
@@ -83,8 +83,7 @@ def main() -> None:
     times = paired_times(fns, device, args.repeats)
 
     samples = args.images * total
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device={device} ({where}) torch={torch.__version__} ART={art_version} model={args.model} "
+    print(f"device={device} ({where(device)}) torch={torch.__version__} ART={art_version} model={args.model} "
           f"sigma={args.sigma} n0={args.n0} n={args.n} batch={args.batch} images={args.images} "
           f"repeats={args.repeats}")
     for name, ts in times.items():
