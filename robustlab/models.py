@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .data import MEAN, STD
 
-__all__ = ["Normalize", "MadryCNN", "SmallCNN", "MLP", "PreActResNet18", "VAE", "ARCHITECTURES", "create"]
+__all__ = ["Normalize", "MadryCNN", "SmallCNN", "WideCNN", "MLP", "PreActResNet18", "VAE", "ARCHITECTURES", "create"]
 
 
 class Normalize(nn.Module):
@@ -84,17 +84,35 @@ class SmallCNN(nn.Sequential):
     Args:
         num_classes: number of logits.
         dataset: whose statistics the leading ``Normalize`` uses (28x28 grey images).
+        channels: output channels of the two conv layers.
+        hidden: width of the hidden dense layer.
+    """
+
+    def __init__(self, num_classes: int = 10, dataset: str = "mnist", channels: tuple[int, int] = (16, 32),
+                 hidden: int = 100):
+        c1, c2 = channels
+        super().__init__(
+            Normalize.for_dataset(dataset),
+            nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+
+class WideCNN(SmallCNN):
+    """:class:`SmallCNN` twice as wide in its convolutions (32, 64 channels) and with 512 hidden
+    units (1.6 M parameters against 0.17 M): the zoo's certified-training (IBP) models use it, as
+    interval bounds need more capacity than attacks to become tight (Gowal et al. 2018).
+
+    Args:
+        num_classes: number of logits.
+        dataset: whose statistics the leading ``Normalize`` uses (28x28 grey images).
     """
 
     def __init__(self, num_classes: int = 10, dataset: str = "mnist"):
-        super().__init__(
-            Normalize.for_dataset(dataset),
-            nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(32 * 7 * 7, 100), nn.ReLU(),
-            nn.Linear(100, num_classes),
-        )
+        super().__init__(num_classes, dataset, channels=(32, 64), hidden=512)
 
 
 class MLP(nn.Sequential):
@@ -211,8 +229,8 @@ class VAE(nn.Module):
         return self.decode(self.encode(x)[0])
 
 
-ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "mlp": MLP, "preact-resnet18": PreActResNet18,
-                 "vae": VAE}
+ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "wide-cnn": WideCNN, "mlp": MLP,
+                 "preact-resnet18": PreActResNet18, "vae": VAE}
 
 
 def create(name: str, **kwargs) -> nn.Module:

@@ -605,10 +605,81 @@ def test_worst_case_logits_are_differentiable_and_ibp_training_certifies(embedde
     assert certified["standard"] < 0.05 and certified["ibp"] > 0.4, certified
 
 
+def test_crown_ibp_logits_mix_two_sound_bounds_and_train_through_the_weights():
+    """beta = 0 is IBP exactly, beta = 1 is CROWN's margin bound on interval pre-activation bounds
+    (as linear_bounds computes it), every beta bounds every sampled point, and the gradient
+    reaches every parameter without touching the model."""
+    from robustlab import models
+    torch.manual_seed(0)
+    model = _conv(0)
+    x = torch.rand(5, 1, 6, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    eps = 0.05
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ibp = bounds.worst_case_logits(model, x, y, eps=eps)
+    torch.testing.assert_close(bounds.crown_ibp_logits(model, x, y, eps=eps, beta=0.0), ibp)
+    eye = torch.eye(3, dtype=torch.float64)
+    spec = eye[y].unsqueeze(1) - eye.unsqueeze(0)
+    crown = -bounds.linear_bounds(model, x, eps=eps, C=spec, intermediate="ibp").lower
+    got = {beta: bounds.crown_ibp_logits(model, x, y, eps=eps, beta=beta) for beta in (0.5, 1.0)}
+    torch.testing.assert_close(got[1.0], crown, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[0.5], 0.5 * crown + 0.5 * ibp, rtol=1e-5, atol=1e-5)
+    assert torch.all(got[1.0][torch.arange(5), y] == 0)
+    with torch.no_grad():
+        for _ in range(50):
+            pts = (x + eps * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
+            z = model(pts)
+            gap = z - z.gather(1, y[:, None])
+            for worst in got.values():
+                assert torch.all(gap <= worst + 1e-5)
+    # On this conv net CROWN is strictly tighter than IBP for some margin (else the mixture is moot).
+    assert (crown < ibp - 1e-4).any()
+    torch.nn.functional.cross_entropy(got[1.0], y).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match=r"beta .* in \[0, 1\]; got 1.5"):
+        bounds.crown_ibp_logits(model, x, y, eps=eps, beta=1.5)
+    small = models.create("mlp", hidden=8)
+    with pytest.raises(ValueError, match="beta"):
+        bounds.crown_ibp_logits(small, torch.rand(1, 1, 28, 28), torch.tensor([0]), eps=0.1, beta=-0.1)
+
+
+def test_crown_ibp_training_ramps_beta_and_certifies(embedded):
+    """The crown_ibp loss uses CROWN-IBP while eps ramps (beta = 1 - eps / eps_end) and plain IBP
+    after; a short run certifies held-out digits (standard training of the same length: none)."""
+    from robustlab import models
+    from robustlab.train import TrainConfig, fit, training_loss
+    torch.manual_seed(0)
+    model = models.create("mlp", hidden=32)
+    x, y = embedded.x[:20], embedded.y[:20]
+    cfg = TrainConfig(method="crown_ibp", eps=0.1, kappa_end=0.5)
+    loss, _ = training_loss(model, x, y, cfg, eps=0.05)  # half-way: kappa 0.75, beta 0.5
+    clean = torch.nn.functional.cross_entropy(model(x), y)
+    mixed = bounds.crown_ibp_logits(model, x, y, eps=0.05, beta=0.5)
+    torch.testing.assert_close(loss, 0.75 * clean + 0.25 * torch.nn.functional.cross_entropy(mixed, y))
+    loss_end, _ = training_loss(model, x, y, cfg, eps=0.1)  # end of the ramp: plain IBP
+    ibp = bounds.worst_case_logits(model, x, y, eps=0.1)
+    torch.testing.assert_close(loss_end, 0.5 * clean + 0.5 * torch.nn.functional.cross_entropy(ibp, y))
+    perm = torch.randperm(5000, generator=torch.Generator().manual_seed(0))
+    xtr, ytr, xte, yte = embedded.x[perm[:1500]], embedded.y[perm[:1500]], embedded.x[perm[4000:4300]], \
+        embedded.y[perm[4000:4300]]
+    torch.manual_seed(0)
+    m = models.create("mlp", hidden=64)
+    fit(m, (xtr, ytr), TrainConfig(method="crown_ibp", eps=0.1, epochs=5, warmup_epochs=1, eps_ramp_epochs=3,
+                                   batch_size=50), progress=False)
+    certified = bounds.verify(m, xte, yte, eps=0.1, method="ibp").certified.float().mean().item()
+    # Measured (torch 2.14, CPU): 0.217; the same run with method="ibp" 0.223, "standard" 0.0.
+    assert certified > 0.15, certified
+
+
 @pytest.mark.parametrize("kwargs, match", [(dict(method="ibp", norm="l2", eps=1.0), "norm"),
                                            (dict(method="ibp", eps=0.0), "eps"),
                                            (dict(method="ibp", kappa_end=1.5), "kappa_end"),
-                                           (dict(method="ibp", warmup_epochs=-1), "warmup_epochs")])
+                                           (dict(method="ibp", warmup_epochs=-1), "warmup_epochs"),
+                                           (dict(method="crown_ibp", norm="l2", eps=1.0), "norm"),
+                                           (dict(method="crown_ibp", eps=0.0), "eps")])
 def test_ibp_config_errors(kwargs, match):
     from robustlab.train import TrainConfig
     with pytest.raises(ValueError, match=match):

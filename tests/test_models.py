@@ -30,9 +30,11 @@ def test_normalize_rejects_bad_statistics(mean, std, match):
 # stage 2 229,760 + 295,424; stage 3 918,272 + 1,180,672; stage 4 3,671,552 + 4,720,640
 # (each block: two BN affine pairs, two 3x3 convs, a 1x1 projection where the shape changes);
 # final BN(512) 1,024; fc 512->10 5,130: 11,172,170.
+# Wide: conv 1->32 4x4 (544) + conv 32->64 4x4 (32,832) + fc 3136->512 (1,606,144) + fc 512->10 (5,130).
 # MLP: 784->512 (401,920) + 512->512 (262,656) + 512->10 (5,130) = 669,706.
 @pytest.mark.parametrize("name,shape,params", [("madry-cnn", (1, 28, 28), 3_274_634),
                                                ("small-cnn", (1, 28, 28), 166_406),
+                                               ("wide-cnn", (1, 28, 28), 1_644_650),
                                                ("mlp", (1, 28, 28), 669_706),
                                                ("preact-resnet18", (3, 32, 32), 11_172_170)])
 def test_architectures(name, shape, params):
@@ -55,7 +57,7 @@ def test_normalisation_is_part_of_the_model():
 
 
 def test_create_rejects_unknown_names():
-    with pytest.raises(ValueError, match="'madry-cnn', 'small-cnn', 'mlp', 'preact-resnet18', 'vae'"):
+    with pytest.raises(ValueError, match="'madry-cnn', 'small-cnn', 'wide-cnn', 'mlp', 'preact-resnet18', 'vae'"):
         models.create("vgg16")
     with pytest.raises(ValueError, match="unknown dataset"):
         models.Normalize.for_dataset("imagenet")

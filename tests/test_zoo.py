@@ -19,7 +19,9 @@ CLASSIFIERS = zoo.classifiers()
 def test_every_recipe_is_shipped_and_the_zoo_fits_the_size_budget():
     assert set(SHIPPED) == set(zoo.RECIPES)
     total = sum((zoo.ZOO_DIR / f"{n}.safetensors").stat().st_size for n in SHIPPED)
-    assert total < 20 * 2 ** 20
+    # 25 MiB: thirteen small CNNs (0.67 MB each), the wider IBP CNN (6.6 MB), the MLP judge (2.7 MB)
+    # and the VAE (5.4 MB).
+    assert total < 25 * 2 ** 20
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

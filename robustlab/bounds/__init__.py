@@ -7,7 +7,8 @@
   mixed-integer program (``"milp"``; Tjeng et al., 2019);
 - ``minimum_margin``: the exact smallest margin over the Linf ball and the point attaining it;
 - ``worst_case_logits``: the interval bound as a differentiable function of the weights, for
-  certified training (``TrainConfig(method="ibp")``).
+  certified training (``TrainConfig(method="ibp")``), and ``crown_ibp_logits``, its mixture with
+  a linear bound built on interval pre-activation bounds (``method="crown_ibp"``; Zhang et al., 2020).
 
 They share the contract of the attacks (see CONVENTIONS.md): images ``x`` are (N, C, H, W) in
 [0, 1], ``eps`` is in pixel units, the threat model is the eps-ball intersected with [0, 1], and
@@ -21,8 +22,9 @@ from ._layers import NORMS, layers
 from .interval import Bounds, interval_bounds
 from .linear import INTERMEDIATE, linear_bounds
 from .milp import MinimumMargin, minimum_margin
-from .training import worst_case_logits
+from .training import crown_ibp_logits, worst_case_logits
 from .verify import METHODS, STATUSES, Verification, verify
 
 __all__ = ["Bounds", "interval_bounds", "linear_bounds", "Verification", "verify", "MinimumMargin",
-           "minimum_margin", "worst_case_logits", "layers", "NORMS", "INTERMEDIATE", "METHODS", "STATUSES"]
+           "minimum_margin", "worst_case_logits", "crown_ibp_logits", "layers", "NORMS", "INTERMEDIATE", "METHODS",
+           "STATUSES"]

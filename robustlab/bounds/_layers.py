@@ -4,7 +4,9 @@ Every verifier in this package reads a model through :func:`network`: it unrolls
 nested) ``nn.Sequential`` containers into a flat list of layers, checks that each one is a
 ``Normalize``, ``Linear``, ``Conv2d``, ``ReLU`` or ``Flatten``, traces the shape each layer sees
 and returns one small operation object per layer. The objects hold detached copies of the
-weights in the dtype and on the device of the input, so bounding never touches the model.
+weights in the dtype and on the device of the input, so bounding never touches the model (or,
+with ``live=True`` for certified training, the weights themselves, so that a bound can be
+back-propagated to them).
 
 An affine operation ``W t + b`` offers the few maps that interval and linear bounds need, all
 through the layer's own functional op (no dense matrix): ``forward`` (``W t + b``),
@@ -76,16 +78,22 @@ class Affine(Op):
         return weight.contiguous(), bias
 
 
+def _tensor(t: Tensor, dtype: torch.dtype, device: torch.device, live: bool) -> Tensor:
+    """A layer's weight in the input's dtype and device: detached, or (``live``) still in the autograd graph."""
+    return t.to(device=device, dtype=dtype) if live else t.detach().to(device=device, dtype=dtype)
+
+
 class Scale(Affine):
     """``Normalize``: ``(t - mean) / std`` per channel, i.e. ``W = diag(1 / std)``."""
 
     diagonal = True
 
-    def __init__(self, layer: Normalize, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    def __init__(self, layer: Normalize, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                 live: bool = False):
         self.in_shape = self.out_shape = shape
         self.dtype, self.device = dtype, device
-        std = layer.std.detach().to(device=device, dtype=dtype)
-        mean = layer.mean.detach().to(device=device, dtype=dtype)
+        std = _tensor(layer.std, dtype, device, live)
+        mean = _tensor(layer.mean, dtype, device, live)
         self.scale = (1.0 / std).view(-1, 1, 1)  # (C, 1, 1)
         self.shift = (-mean / std).view(-1, 1, 1)
 
@@ -129,11 +137,11 @@ class Reshape(Affine):
 class Dense(Affine):
     """``nn.Linear`` on flat features."""
 
-    def __init__(self, layer: nn.Linear, dtype: torch.dtype, device: torch.device):
+    def __init__(self, layer: nn.Linear, dtype: torch.dtype, device: torch.device, live: bool = False):
         self.in_shape, self.out_shape = (layer.in_features,), (layer.out_features,)
         self.dtype, self.device = dtype, device
-        self.weight = layer.weight.detach().to(device=device, dtype=dtype)
-        self.bias = None if layer.bias is None else layer.bias.detach().to(device=device, dtype=dtype)
+        self.weight = _tensor(layer.weight, dtype, device, live)
+        self.bias = None if layer.bias is None else _tensor(layer.bias, dtype, device, live)
 
     def forward(self, t: Tensor) -> Tensor:
         return F.linear(t, self.weight, self.bias)
@@ -162,9 +170,10 @@ class Conv(Affine):
     input's exact height and width (a strided convolution drops up to ``stride - 1`` rows).
     """
 
-    def __init__(self, layer: nn.Conv2d, in_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
-        self.weight = layer.weight.detach().to(device=device, dtype=dtype)
-        self.bias = None if layer.bias is None else layer.bias.detach().to(device=device, dtype=dtype)
+    def __init__(self, layer: nn.Conv2d, in_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                 live: bool = False):
+        self.weight = _tensor(layer.weight, dtype, device, live)
+        self.bias = None if layer.bias is None else _tensor(layer.bias, dtype, device, live)
         self.stride, self.padding = tuple(layer.stride), tuple(layer.padding)
         self.dtype, self.device = dtype, device
         c, h, w = in_shape
@@ -255,9 +264,10 @@ def _unsupported(name: str, module: nn.Module, who: str, why: str = "") -> Value
                       f"these layers, such as robustlab.models.SmallCNN or MLP")
 
 
-def network(model: nn.Module, x: Tensor, *, who: str) -> Network:
+def network(model: nn.Module, x: Tensor, *, who: str, live: bool = False) -> Network:
     """Reads ``model`` as operations on inputs shaped like ``x[0]``, in the dtype and on the
-    device of ``x``.
+    device of ``x``; with ``live``, the operations use the model's weights in the autograd graph
+    (for certified training) instead of detached copies.
 
     Raises:
         ValueError: naming the first unsupported layer and its position, or a shape mismatch.
@@ -275,7 +285,7 @@ def network(model: nn.Module, x: Tensor, *, who: str) -> Network:
             if len(shape) != 3 or m.mean.numel() != shape[0]:
                 raise ValueError(f"Normalize at position {name} has {m.mean.numel()} channels but receives shape "
                                  f"{shape}; it must see (C, H, W) images with matching channels")
-            ops.append(Scale(m, shape, dtype, device))
+            ops.append(Scale(m, shape, dtype, device, live))
         elif type(m) is nn.Flatten:
             if m.start_dim != 1 or m.end_dim != -1:
                 raise _unsupported(name, m, who, f" with start_dim={m.start_dim}, end_dim={m.end_dim}"
@@ -285,7 +295,7 @@ def network(model: nn.Module, x: Tensor, *, who: str) -> Network:
             if len(shape) != 1 or shape[0] != m.in_features:
                 raise ValueError(f"Linear at position {name} expects {m.in_features} flat features but receives "
                                  f"shape {shape}; put an nn.Flatten() before it")
-            ops.append(Dense(m, dtype, device))
+            ops.append(Dense(m, dtype, device, live))
         elif type(m) is nn.Conv2d:
             if tuple(m.dilation) != (1, 1) or m.groups != 1 or m.padding_mode != "zeros" \
                     or isinstance(m.padding, str):
@@ -295,7 +305,7 @@ def network(model: nn.Module, x: Tensor, *, who: str) -> Network:
             if len(shape) != 3 or shape[0] != m.in_channels:
                 raise ValueError(f"Conv2d at position {name} expects {m.in_channels} input channels but receives "
                                  f"shape {shape}; check the layer order")
-            ops.append(Conv(m, shape, dtype, device))
+            ops.append(Conv(m, shape, dtype, device, live))
         elif type(m) is nn.ReLU:
             relus.append(len(ops))
             ops.append(ReLU(shape))

@@ -19,6 +19,9 @@ Methods (``TrainConfig.method``):
   (1 - kappa) * CE(z_worst, y)`` with ``z_worst`` the interval bound's worst-case margins
   (:func:`robustlab.bounds.worst_case_logits`), after ``warmup_epochs`` of clean training, eps
   and kappa ramped together over ``eps_ramp_epochs`` (kappa from 1 to ``kappa_end``).
+- ``"crown_ibp"``: Zhang et al. (2020): as ``"ibp"``, with the worst case taken from
+  ``beta * CROWN-IBP + (1 - beta) * IBP`` (:func:`robustlab.bounds.crown_ibp_logits`), beta
+  ramped from 1 to 0 with eps.
 
 Every epoch's randomness (shuffling, random starts, noise, dropout) is derived from
 ``(seed, epoch)``, so a run killed and resumed from its last checkpoint ends with the same
@@ -28,9 +31,9 @@ process takes its share of every global batch, so the run matches a single proce
 
 from __future__ import annotations
 
-from .config import ADVERSARIAL, METHODS, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult
+from .config import ADVERSARIAL, CERTIFIED, METHODS, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult
 from .loop import evaluate_accuracy, fit
 from .losses import random_shift, training_loss
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "training_loss", "METHODS", "evaluate_accuracy",
-           "random_shift", "ADVERSARIAL", "SCHEDULES", "OPTIMIZERS"]
+           "random_shift", "ADVERSARIAL", "CERTIFIED", "SCHEDULES", "OPTIMIZERS"]

@@ -9,9 +9,10 @@ from typing import Any, NamedTuple
 from .. import attacks
 from .._checks import check_choice, check_number
 
-__all__ = ["TrainConfig", "TrainResult", "METHODS", "ADVERSARIAL", "SCHEDULES", "OPTIMIZERS"]
+__all__ = ["TrainConfig", "TrainResult", "METHODS", "ADVERSARIAL", "CERTIFIED", "SCHEDULES", "OPTIMIZERS"]
 
-METHODS = ("standard", "pgd", "fgsm_rs", "fgsm", "trades", "gradreg", "gaussian", "ibp")
+METHODS = ("standard", "pgd", "fgsm_rs", "fgsm", "trades", "gradreg", "gaussian", "ibp", "crown_ibp")
+CERTIFIED = ("ibp", "crown_ibp")
 ADVERSARIAL = ("pgd", "fgsm_rs", "fgsm", "trades")
 SCHEDULES = ("constant", "cyclic", "cosine")
 OPTIMIZERS = ("adam", "sgd")
@@ -40,8 +41,9 @@ class TrainConfig:
     eps_ramp_epochs: float = 0.0
     # Clean epochs before the eps ramp starts (Gowal et al.'s warm-up for ibp).
     warmup_epochs: float = 0.0
-    # ibp: the weight of the clean cross-entropy, ramped from 1 to this value with eps (Gowal et
-    # al.'s kappa); the rest of the loss is the cross-entropy of the interval bound's worst case.
+    # ibp, crown_ibp: the weight of the clean cross-entropy, ramped from 1 to this value with eps
+    # (Gowal et al.'s kappa); the rest of the loss is the cross-entropy of the bound's worst case.
+    # crown_ibp also ramps the CROWN-IBP bound's weight beta from 1 to 0 with eps (Zhang et al.).
     kappa_end: float = 0.5
     # Step size; None picks the papers' defaults: 2.5 eps / steps (Madry et al.) for pgd and
     # trades, 1.25 eps for fgsm_rs (Wong et al.), eps for fgsm.
@@ -93,10 +95,10 @@ class TrainConfig:
         if self.method in ("fgsm_rs", "fgsm") and self.norm != "linf":
             raise ValueError(f"method={self.method!r} is a Linf method, got norm={self.norm!r}; "
                              f"use method='pgd' for L2 adversarial training")
-        if self.method == "ibp" and self.norm != "linf":
-            raise ValueError(f"method='ibp' trains against Linf interval bounds, got norm={self.norm!r}; "
+        if self.method in CERTIFIED and self.norm != "linf":
+            raise ValueError(f"method={self.method!r} trains against Linf bounds, got norm={self.norm!r}; "
                              f"use norm='linf'")
-        if self.method in ADVERSARIAL + ("ibp",) and self.eps == 0:
+        if self.method in ADVERSARIAL + CERTIFIED and self.eps == 0:
             raise ValueError(f"method={self.method!r} needs eps > 0, got eps=0; "
                              f"use method='standard' for clean training")
 

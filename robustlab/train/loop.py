@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .. import attacks
 from .._checks import check_images, check_labels, eval_mode
-from .config import ADVERSARIAL, TrainConfig, TrainResult
+from .config import ADVERSARIAL, CERTIFIED, TrainConfig, TrainResult
 from .losses import random_shift, training_loss
 
 __all__ = ["fit", "evaluate_accuracy"]
@@ -199,7 +199,7 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
             loss_sum, correct, seen = stats[0], stats[1], int(stats[2])
         row = {"epoch": epoch + 1, "loss": float(loss_sum) / seen, "accuracy": float(correct) / seen,
                "lr": lr, "seconds": time.perf_counter() - t_epoch}
-        if config.method in ADVERSARIAL + ("ibp",):
+        if config.method in ADVERSARIAL + CERTIFIED:
             row["eps"] = eps
         if config.method in ("fgsm_rs", "fgsm"):
             x_pgd = attacks.pgd(model, guard_x, guard_y, eps=eps, alpha=eps / 4,

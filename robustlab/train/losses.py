@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .. import attacks
 from .._checks import eval_mode
-from .config import ADVERSARIAL, TrainConfig
+from .config import ADVERSARIAL, CERTIFIED, TrainConfig
 
 __all__ = ["training_loss", "random_shift"]
 
@@ -69,16 +69,22 @@ def training_loss(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, *
     eps = config.eps if eps is None else eps
     attack_model = model if attack_model is None else attack_model
     method = config.method
-    if method == "ibp":
-        from ..bounds import worst_case_logits
+    if method in CERTIFIED:
+        from ..bounds import crown_ibp_logits, worst_case_logits
 
-        # Gowal et al.: kappa * CE(clean) + (1 - kappa) * CE(worst case of the interval bound),
-        # kappa ramped from 1 to kappa_end as eps grows to config.eps.
-        kappa = 1.0 - (1.0 - config.kappa_end) * (eps / config.eps if config.eps else 0.0)
+        # Gowal et al.: kappa * CE(clean) + (1 - kappa) * CE(worst case of the bound), kappa ramped
+        # from 1 to kappa_end as eps grows to config.eps; for crown_ibp (Zhang et al.) the bound is
+        # beta * CROWN-IBP + (1 - beta) * IBP with beta ramped from 1 to 0 at the same time.
+        progress = eps / config.eps if config.eps else 0.0
+        kappa = 1.0 - (1.0 - config.kappa_end) * progress
         logits = model(x)
         loss = kappa * F.cross_entropy(logits, y)
         if eps > 0:
-            loss = loss + (1.0 - kappa) * F.cross_entropy(worst_case_logits(attack_model, x, y, eps=eps), y)
+            if method == "ibp":
+                worst = worst_case_logits(attack_model, x, y, eps=eps)
+            else:
+                worst = crown_ibp_logits(attack_model, x, y, eps=eps, beta=1.0 - progress)
+            loss = loss + (1.0 - kappa) * F.cross_entropy(worst, y)
         return loss, logits
     if method == "standard" or (method in ADVERSARIAL and eps == 0):
         logits = model(x)
