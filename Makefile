@@ -103,7 +103,7 @@ evaluate-results: $(STAMP)
 		--update-cards --batch-size 1000 --markdown results/evaluate/pgd-linf-0.3-10000.md
 
 # The lower/upper-bound table of the certified-robustness chapter (results/bounds/table.json):
-# three small MLPs trained here, then attack suite, IBP, CROWN and exact MILP on the first 100
+# four small MLPs trained here, then attack suite, IBP, CROWN and exact MILP on the first 100
 # MNIST test digits at Linf 0.1 and 0.3; resumable (finished rows are kept).
 bounds-results: $(STAMP)
 	$(BIN)/python -m robustlab.bounds.table --out results/bounds

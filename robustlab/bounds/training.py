@@ -105,11 +105,7 @@ def crown_ibp_logits(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, beta
     model's parameters; the model is only read.
 
     Args:
-        model: an ``nn.Sequential`` (nested ones allowed) of ``Normalize``, ``Linear``,
-            ``Conv2d``, ``ReLU`` and ``Flatten`` layers ending in a ``Linear`` layer.
-        x: clean images, (N, C, H, W), in [0, 1].
-        y: labels, (N,) int64.
-        eps: Linf radius in pixel units, >= 0.
+        model, x, y, eps: as in :func:`worst_case_logits`.
         beta: weight of the CROWN-IBP bound, in [0, 1]; at 0 no linear bound is computed.
 
     Returns:
