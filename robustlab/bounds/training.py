@@ -19,6 +19,7 @@ from ..models import Normalize
 from ._domain import InputSet
 from ._layers import SUPPORTED, layers, network
 from .linear import spec_bounds
+from .milp import margin_spec
 
 __all__ = ["worst_case_logits", "crown_ibp_logits"]
 
@@ -119,9 +120,7 @@ def crown_ibp_logits(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, beta
     if beta == 0 or x.shape[0] == 0:
         return ibp
     net = network(model, x, who="crown_ibp_logits", live=True)
-    k = ibp.shape[1]
-    eye = torch.eye(k, dtype=x.dtype, device=x.device)
-    spec = eye[y].unsqueeze(1) - eye.unsqueeze(0)  # (N, K, K): rows e_y - e_j, row y all zero
-    inputs = InputSet(x.detach(), eps, "linf")
-    margin_lower, _ = spec_bounds(net, inputs, spec, "ibp", upper=False)
-    return beta * (-margin_lower) + (1.0 - beta) * ibp
+    spec, targets = margin_spec(y, ibp.shape[1], x.dtype)  # rows e_y - e_j for j != y
+    margin_lower, _ = spec_bounds(net, InputSet(x.detach(), eps, "linf"), spec, "ibp", upper=False)
+    crown = torch.zeros_like(ibp).scatter(1, targets, -margin_lower)  # entry y stays 0
+    return beta * crown + (1.0 - beta) * ibp
