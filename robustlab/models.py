@@ -12,10 +12,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from ._checks import check_images, check_number
 from .data import MEAN, STD
 
-__all__ = ["Normalize", "MadryCNN", "SmallCNN", "WideCNN", "MLP", "PreActResNet18", "VAE", "ARCHITECTURES", "create"]
+__all__ = ["Normalize", "MadryCNN", "SmallCNN", "WideCNN", "MLP", "PreActResNet18", "VAE", "vae_loss", "train_vae",
+           "ARCHITECTURES", "create"]
 
 
 class Normalize(nn.Module):
@@ -227,6 +230,46 @@ class VAE(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """The reconstruction from the posterior mean, (N, 1, H, W) in [0, 1]."""
         return self.decode(self.encode(x)[0])
+
+
+def vae_loss(vae: VAE, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """The negative ELBO per example, averaged: Bernoulli reconstruction + KL to N(0, I)."""
+    mu, logvar = vae.encode(x)
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    z = mu + eps * (0.5 * logvar).exp()
+    rec = F.binary_cross_entropy_with_logits(vae.decode_logits(z), x, reduction="none").flatten(1).sum(1)
+    kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)
+    return (rec + kl).mean()
+
+
+def train_vae(x: Tensor, *, latent: int = 16, hidden: int = 512, epochs: int = 20, batch_size: int = 128,
+              lr: float = 1e-3, seed: int = 0, progress: bool = True) -> tuple[VAE, list[dict]]:
+    """Trains a :class:`VAE` on images ``x`` with Adam; reproducible for a seed.
+
+    Returns:
+        (the VAE in eval mode, per-epoch history of the mean negative ELBO).
+    """
+    x = check_images(x)
+    check_number(epochs, "epochs", low=1, integer=True)
+    check_number(batch_size, "batch_size", low=1, integer=True)
+    torch.manual_seed(seed)
+    vae = VAE(latent=latent, hidden=hidden, size=x.shape[-1]).to(x.device)
+    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    history = []
+    for epoch in tqdm(range(epochs), desc="VAE", disable=not progress):
+        vae.train()
+        order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        total = torch.zeros((), device=x.device)
+        for b in range(0, x.shape[0], batch_size):
+            xb = x[order[b:b + batch_size]]
+            loss = vae_loss(vae, xb, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * xb.shape[0]
+        history.append({"epoch": epoch + 1, "neg_elbo": float(total) / x.shape[0]})
+    return vae.eval(), history
 
 
 ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "wide-cnn": WideCNN, "mlp": MLP,

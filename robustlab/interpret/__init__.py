@@ -1,0 +1,50 @@
+"""The robustness–interpretability experiments, one concept a module:
+
+- ``roar``: ROAR and KAR (Hooker et al. 2019; used by Kim, Seo & Jeon 2019): ``mask_top``,
+  ``roar_kar``, ``roar_kar_scores``.
+- ``alignment``: numbers for "perceptually aligned" saliency: ``alignment``, ``mass_near_digit``.
+- ``toys``: Kim et al.'s 2-D experiment (``toy_2d_data``, ``toy_mlp``, ``gradient_alignment_2d``,
+  ``plot_toy_2d``) and Tsipras et al.'s trade-off toy (``tsipras_data``, ``tsipras_accuracies``).
+- ``generation``: large-eps targeted attacks as generation (Tsipras et al., section 5):
+  ``targeted_generation``.
+- ``manifold``: distance to a VAE's learned manifold (Kim et al., section 2.1): ``project``,
+  ``manifold_distance``; the VAE and its training live beside it in :mod:`robustlab.models`.
+
+Transfer attacks (Ross & Doshi-Velez 2018) are evaluation: ``transfer_matrix`` lives in
+:mod:`robustlab.evaluate` and is importable here too. Every public name of the submodules is
+importable from ``robustlab.interpret``.
+"""
+
+from __future__ import annotations
+
+from ..evaluate import transfer_matrix
+from ..models import train_vae, vae_loss
+from .alignment import alignment, mass_near_digit
+from .generation import GenerationResult, targeted_generation
+from .manifold import manifold_distance, project
+from .roar import FRACTIONS, RoarKarResult, mask_top, random_attribution, roar_kar, roar_kar_scores
+from .toys import gradient_alignment_2d, plot_toy_2d, toy_2d_data, toy_mlp, tsipras_accuracies, tsipras_data
+
+__all__ = [
+    "FRACTIONS",
+    "mask_top",
+    "random_attribution",
+    "RoarKarResult",
+    "roar_kar",
+    "roar_kar_scores",
+    "alignment",
+    "mass_near_digit",
+    "transfer_matrix",
+    "toy_2d_data",
+    "toy_mlp",
+    "gradient_alignment_2d",
+    "plot_toy_2d",
+    "tsipras_data",
+    "tsipras_accuracies",
+    "targeted_generation",
+    "GenerationResult",
+    "vae_loss",
+    "train_vae",
+    "project",
+    "manifold_distance",
+]
