@@ -243,7 +243,7 @@ def test_bad_input_is_rejected():
     y = torch.zeros(2, dtype=torch.long)
     with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\], got 1.5"):
         it.roar_kar((x, y), (x, y), {}, fractions=(0.5, 1.5), progress=False)
-    with pytest.raises(ValueError, match="fill must be 'mean' or a number, got 'median'"):
+    with pytest.raises(ValueError, match="unknown fill 'median'; valid values are 'mean', 'zero', 'blur', 'impute'"):
         it.roar_kar((x, y), (x, y), {}, fill="median", progress=False)
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         it.roar_kar((x, torch.zeros(2, dtype=torch.long)), (x, torch.zeros(2, dtype=torch.long)), {}, repeats=0)

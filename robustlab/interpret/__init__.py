@@ -2,7 +2,13 @@
 
 - ``roar``: ROAR and KAR (Hooker et al. 2019; used by Kim, Seo & Jeon 2019): ``mask_top``,
   ``roar_kar``, ``roar_kar_scores``.
-- ``alignment``: numbers for "perceptually aligned" saliency: ``alignment``, ``mass_near_digit``.
+- ``road``: ROAD (Rong et al. 2022), removal with noisy linear imputation, no retraining needed:
+  ``noisy_linear_impute``, ``road``, ``road_scores``.
+- ``controls``: model-free attributions every benchmark runs beside the maps: ``random_attribution``,
+  ``image_attribution``, ``edge_attribution``.
+- ``sanity``: Adebayo et al.'s (2018) model parameter randomisation test: ``randomization_test``.
+- ``alignment``: numbers for "perceptually aligned" saliency: ``alignment``, ``etmann_alignment``,
+  ``mass_near_digit``.
 - ``toys``: Kim et al.'s 2-D experiment (``toy_2d_data``, ``toy_mlp``, ``gradient_alignment_2d``,
   ``plot_toy_2d``) and Tsipras et al.'s trade-off toy (``tsipras_data``, ``tsipras_accuracies``).
 - ``generation``: large-eps targeted attacks as generation (Tsipras et al., section 5):
@@ -19,20 +25,38 @@ from __future__ import annotations
 
 from ..evaluate import transfer_matrix
 from ..models import train_vae, vae_loss
-from .alignment import alignment, mass_near_digit
+from .alignment import alignment, etmann_alignment, mass_near_digit
+from .controls import CONTROLS, control_attribution, edge_attribution, image_attribution, random_attribution
 from .generation import GenerationResult, targeted_generation
 from .manifold import manifold_distance, project
-from .roar import FRACTIONS, RoarKarResult, mask_top, random_attribution, roar_kar, roar_kar_scores
+from .road import RoadResult, noisy_linear_impute, road, road_scores
+from .roar import FILLS, FRACTIONS, RoarKarResult, fill_removed, mask_top, roar_kar, roar_kar_scores
+from .sanity import RandomizationResult, randomization_test, randomize_layers, rank_correlation
 from .toys import gradient_alignment_2d, plot_toy_2d, toy_2d_data, toy_mlp, tsipras_accuracies, tsipras_data
 
 __all__ = [
     "FRACTIONS",
+    "FILLS",
     "mask_top",
-    "random_attribution",
+    "fill_removed",
     "RoarKarResult",
     "roar_kar",
     "roar_kar_scores",
+    "noisy_linear_impute",
+    "RoadResult",
+    "road",
+    "road_scores",
+    "CONTROLS",
+    "control_attribution",
+    "random_attribution",
+    "image_attribution",
+    "edge_attribution",
+    "RandomizationResult",
+    "randomization_test",
+    "randomize_layers",
+    "rank_correlation",
     "alignment",
+    "etmann_alignment",
     "mass_near_digit",
     "transfer_matrix",
     "toy_2d_data",

@@ -9,7 +9,7 @@ from torch import Tensor
 from .._checks import check_images, check_number
 from ._common import check_attr as _check_attr
 
-__all__ = ["alignment", "mass_near_digit"]
+__all__ = ["alignment", "etmann_alignment", "mass_near_digit"]
 
 
 def alignment(attr: Tensor, x: Tensor) -> Tensor:
@@ -34,6 +34,30 @@ def alignment(attr: Tensor, x: Tensor) -> Tensor:
     b = b - b.mean(dim=1, keepdim=True)
     den = a.norm(dim=1) * b.norm(dim=1)
     return torch.where(den > 0, (a * b).sum(dim=1) / den.clamp_min(1e-300), torch.zeros_like(den))
+
+
+def etmann_alignment(attr: Tensor, x: Tensor) -> Tensor:
+    """Etmann et al.'s (2019) alignment of a (gradient) map with the image, per example:
+    ``|<x, attr>| / (||x||_2 ||attr||_2)``, the absolute cosine between them.
+
+    Unlike :func:`alignment` it uses the signed map and no centring: it is the quantity Etmann
+    et al. relate to the distance to the decision boundary (for a locally linear binary model,
+    the logit at x is ``<x, grad> + b``, so a large alignment and a small bias mean x lies far
+    from the boundary).
+
+    Args:
+        attr: attributions (e.g. input gradients), (N, C, H, W).
+        x: the images, (N, C, H, W), in [0, 1].
+
+    Returns:
+        (N,) alignments in [0, 1] (0 for an all-zero map or image).
+    """
+    x = check_images(x)
+    attr = _check_attr(attr, x)
+    a = attr.detach().flatten(1).double()
+    b = x.detach().flatten(1).double()
+    den = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(den > 0, (a * b).sum(dim=1).abs() / den.clamp_min(1e-300), torch.zeros_like(den))
 
 
 def mass_near_digit(attr: Tensor, x: Tensor, *, threshold: float = 0.5, radius: int = 2) -> Tensor:

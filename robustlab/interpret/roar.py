@@ -1,25 +1,43 @@
 """ROAR and KAR (Hooker et al. 2019; used by Kim, Seo & Jeon 2019): remove (or keep) the pixels an
 attribution ranks highest, retrain a fresh model on the modified data and measure its test
 accuracy; a better attribution makes ROAR accuracy fall faster and KAR accuracy rise faster than a
-random ranking."""
+random ranking.
+
+What the removed pixels are replaced by matters (``FILLS``): the mean grey (Hooker et al.) or
+black (zero) leaves the silhouette of the removed pixels in the image, and a retrained model can
+read the class from that shape (on MNIST, where the ink is the digit, the image itself scores
+well as an "attribution" under the zero fill); a blurred copy of the image fills them with a
+low-pass version of what was there; noisy linear imputation (ROAD, Rong et al. 2022, see
+:mod:`robustlab.interpret.road`) fills them from their neighbours and hides the shape best.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from .. import models
-from .._checks import check_flag, check_generator, check_images, check_labels, check_number
+from .._checks import check_choice, check_flag, check_images, check_labels, check_number
 from ..train import TrainConfig, evaluate_accuracy, fit
+from ._common import FRACTIONS, top_pixels
 from ._common import check_attr as _check_attr
+from .controls import random_attribution
+from .road import noisy_linear_impute
 
-__all__ = ["FRACTIONS", "mask_top", "random_attribution", "RoarKarResult", "roar_kar", "roar_kar_scores"]
+__all__ = ["FRACTIONS", "FILLS", "BLUR_SIGMA", "mask_top", "fill_removed", "random_attribution", "RoarKarResult",
+           "roar_kar", "roar_kar_scores"]
 
-FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-"""The fractions of pixels removed (ROAR) or kept (KAR), as in Hooker et al. and Kim et al."""
+FILLS = ("mean", "zero", "blur", "impute")
+"""The replacements of removed pixels that ``roar_kar`` and ``fill_removed`` know by name."""
+
+BLUR_SIGMA = 2.0
+"""Standard deviation, in pixels, of the Gaussian blur of the ``"blur"`` fill."""
+
 
 def mask_top(x: Tensor, attr: Tensor, fraction: float, *, keep: bool = False,
              fill: float | Tensor = 0.0) -> Tensor:
@@ -48,24 +66,50 @@ def mask_top(x: Tensor, attr: Tensor, fraction: float, *, keep: bool = False,
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     check_flag(keep, "keep")
     n, c, h, w = x.shape
-    k = round(fraction * h * w)
-    scores = attr.detach().abs().sum(dim=1).flatten(1)  # (N, H*W)
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    top = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order[:, :k], True)  # (N, H*W)
+    top = top_pixels(attr, fraction)  # (N, 1, H, W)
     replace = ~top if keep else top
     fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
     if fill_t.shape[0] not in (1, c):
         raise ValueError(f"fill must be a number or have one value per channel ({c}), "
                          f"got {fill_t.shape[0]} values")
-    return torch.where(replace.view(n, 1, h, w), fill_t.expand(c, h, w), x.detach())
+    return torch.where(replace, fill_t.expand(c, h, w), x.detach())
 
 
-def random_attribution(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-    """A random ranking as an attribution (the baseline of ROAR and KAR), (N, C, H, W)."""
+def fill_removed(x: Tensor, removed: Tensor, fill: str | float, *, mean: Tensor | None = None,
+                 noise: float = 0.01, generator: torch.Generator | None = None) -> Tensor:
+    """Replaces the ``removed`` pixels of ``x`` (every channel) by a fill.
+
+    Args:
+        x: images, (N, C, H, W), in [0, 1].
+        removed: (N, 1, H, W) bool, True where a pixel is removed.
+        fill: ``"mean"`` (``mean``, one value per channel: Hooker et al.'s dataset mean),
+            ``"zero"`` (black, MNIST's background), ``"blur"`` (a Gaussian blur of ``x`` with
+            standard deviation :data:`BLUR_SIGMA` pixels), ``"impute"`` (noisy linear imputation,
+            ROAD) or a number.
+        mean: (C,) per-channel values for ``"mean"``.
+        noise, generator: the imputation noise and its random source (``"impute"`` only).
+
+    Returns:
+        (N, C, H, W) images; ``x`` is not changed.
+    """
     x = check_images(x)
-    check_generator(generator, x)
-    score = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=x.device, dtype=x.dtype)
-    return score.expand_as(x).clone()
+    if isinstance(fill, str):
+        check_choice(fill, "fill", FILLS)
+    elif not isinstance(fill, (int, float)) or isinstance(fill, bool):
+        raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))} or a number, got {fill!r}")
+    n, c, h, w = x.shape
+    if fill == "impute":
+        return noisy_linear_impute(x, removed, noise=noise, generator=generator)
+    if fill == "blur":
+        radius = int(math.ceil(3 * BLUR_SIGMA))
+        source = gaussian_blur(x.detach(), [2 * radius + 1] * 2, [BLUR_SIGMA] * 2)
+    elif fill == "mean":
+        if mean is None:
+            raise ValueError("fill='mean' needs mean=, the per-channel value (e.g. the training images' mean)")
+        source = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1).expand(n, c, h, w)
+    else:
+        source = torch.full_like(x, 0.0 if fill == "zero" else float(fill))
+    return torch.where(removed, source, x.detach())
 
 
 class RoarKarResult(NamedTuple):
@@ -90,17 +134,17 @@ def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
              attributions: Mapping[str, tuple[Tensor, Tensor]], *, fractions: Sequence[float] = FRACTIONS,
              repeats: int = 1, epochs: int = 3, arch: str | Callable[[], nn.Module] = "small-cnn",
              batch_size: int = 100,
-             include_random: bool = True, kar: bool = True, fill: float | str = "mean", seed: int = 0,
-             progress: bool = True) -> RoarKarResult:
+             include_random: bool = True, kar: bool = True, fill: float | str = "mean", noise: float = 0.01,
+             seed: int = 0, progress: bool = True) -> RoarKarResult:
     """ROAR and KAR (Hooker et al., 2019): retrain on masked data, measure masked test accuracy.
 
-    For every attribution method and fraction, the training and the test images are masked
-    with :func:`mask_top` (the replacement is ``fill``: by default the per-channel training mean,
-    as in Hooker et al.; on MNIST that grey leaves a visible silhouette where ink was removed, so
-    ``fill=0.0``, the background, is the stricter choice), a fresh ``arch``
-    model is trained for ``epochs`` epochs of standard training (Adam, lr 1e-3), and its accuracy
-    on the masked test set is recorded; ``repeats`` retrainings with different seeds give the
-    spread. A random ranking (``"random"``) is added as the baseline.
+    For every attribution method and fraction, the top-ranked pixels of the training and the
+    test images are removed (ROAR) or kept (KAR) and the others replaced by ``fill`` (see
+    :func:`fill_removed`: by default the per-channel training mean, as in Hooker et al.; every
+    fill but ``"impute"`` leaves the silhouette of the removed pixels visible, which a retrained
+    model can read), a fresh ``arch`` model is trained for ``epochs`` epochs of standard
+    training (Adam, lr 1e-3), and its accuracy on the masked test set is recorded; ``repeats``
+    retrainings with different seeds give the spread. A random ranking (``"random"``) is added as the baseline.
 
     Args:
         train: (x, y) training images and labels.
@@ -114,8 +158,10 @@ def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
         batch_size: training batch size.
         include_random: add the random baseline.
         kar: also run KAR (doubles the cost).
-        fill: ``"mean"`` (per-channel training mean) or a number.
-        seed: base seed (random ranking and retraining).
+        fill: one of :data:`FILLS` or a number (:func:`fill_removed`); with ``"impute"`` this is
+            ROAD with retraining (ROAR = MoRF; KAR keeping f = LeRF removing 1 - f).
+        noise: the imputation noise of ``"impute"``.
+        seed: base seed (random ranking, imputation noise and retraining).
         progress: show a progress bar over retrainings.
 
     Returns:
@@ -139,10 +185,17 @@ def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
     if include_random:
         g = torch.Generator(device=x_tr.device).manual_seed(seed)
         attributions["random"] = (random_attribution(x_tr, generator=g), random_attribution(x_te, generator=g))
-    if fill == "mean":
-        fill = x_tr.mean(dim=(0, 2, 3))  # (C,)
-    elif isinstance(fill, str):
-        raise ValueError(f"fill must be 'mean' or a number, got {fill!r}")
+    if isinstance(fill, str):
+        check_choice(fill, "fill", FILLS)
+    elif not isinstance(fill, (int, float)) or isinstance(fill, bool):
+        raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))} or a number, got {fill!r}")
+    check_number(noise, "noise", low=0.0)
+    mean = x_tr.mean(dim=(0, 2, 3))  # (C,): the "mean" fill
+    g_fill = torch.Generator(device=x_tr.device).manual_seed(seed + 7919)
+
+    def masked(x: Tensor, attr: Tensor, f: float, keep: bool) -> Tensor:
+        top = top_pixels(attr, f)
+        return fill_removed(x, ~top if keep else top, fill, mean=mean, noise=noise, generator=g_fill)
     modes = [False, True] if kar else [False]
     total = repeats * (1 + len(attributions) * len(fractions) * len(modes))
     bar = tqdm(total=total, desc="ROAR/KAR retraining", disable=not progress)
@@ -161,8 +214,7 @@ def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
         for keep in modes:
             acc = torch.zeros(repeats, len(fractions))
             for j, f in enumerate(fractions):
-                xa = mask_top(x_tr, a_tr, f, keep=keep, fill=fill)
-                xb = mask_top(x_te, a_te, f, keep=keep, fill=fill)
+                xa, xb = masked(x_tr, a_tr, f, keep), masked(x_te, a_te, f, keep)
                 for r in range(repeats):
                     acc[r, j] = retrain(xa, xb, r)
             out[keep][name] = acc
