@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import (
@@ -31,7 +32,7 @@ from ._checks import (
     eval_mode,
 )
 
-__all__ = ["gradient", "grad_x_input", "smoothgrad", "integrated_gradients", "IGResult", "RULES",
+__all__ = ["gradient", "loss_gradient", "grad_x_input", "smoothgrad", "integrated_gradients", "IGResult", "RULES",
            "METHODS", "attribute", "to_heatmap"]
 
 RULES = ("trapezoid", "left", "right", "middle")
@@ -111,6 +112,31 @@ def gradient(model: nn.Module, x: Tensor, target: Tensor | int | None = None, *,
         target = logits.argmax(dim=1) if target is None else _check_target(target, x, logits.shape[1])
         (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), x_in)
     return grad.abs() if absolute else grad
+
+
+def loss_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The gradient of the cross-entropy loss, ``d CE(model(x), y) / dx``, per example.
+
+    What Tsipras et al. (2019, Fig. 2) and Etmann et al. (2019) plot: the direction that
+    increases the loss fastest, i.e. the first step of an attack. It points *away* from the
+    label's evidence, so its sign is the opposite of :func:`gradient`'s where one logit
+    dominates.
+
+    Args:
+        model: maps (N, C, H, W) images in [0, 1] to (N, K) logits.
+        x: images, (N, C, H, W), in [0, 1].
+        y: labels, (N,) int64.
+
+    Returns:
+        (N, C, H, W) gradient.
+    """
+    x = check_images(x)
+    with eval_mode(model):
+        x_in = x.detach().requires_grad_(True)
+        logits = _logits(model, x_in)
+        y = _check_target(y, x, logits.shape[1])
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x_in)
+    return grad
 
 
 def grad_x_input(model: nn.Module, x: Tensor, target: Tensor | int | None = None) -> Tensor:

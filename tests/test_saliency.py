@@ -35,6 +35,17 @@ def test_gradient_of_a_linear_logit_is_w():
     torch.testing.assert_close(sal.gradient(model, x, 1, absolute=True), w.abs().expand_as(x))
 
 
+def test_loss_gradient_of_a_linear_model_by_hand():
+    model, x, w = linear(dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0])
+    # Logits (0, z) with z = w.x + b: dCE/dz = softmax_1 - [y = 1], and dz/dx = w.
+    z = (x * w).flatten(1).sum(1) + 0.3
+    expected = (torch.sigmoid(z) - y.double()).view(-1, 1, 1, 1) * w
+    torch.testing.assert_close(sal.loss_gradient(model, x, y), expected)
+    with pytest.raises(ValueError, match=r"classes in \[0, 1\]"):
+        sal.loss_gradient(model, x, torch.tensor([0, 1, 2, 0]))
+
+
 def test_grad_x_input_of_a_linear_logit_is_w_times_x():
     model, x, w = linear()
     torch.testing.assert_close(sal.grad_x_input(model, x, 1), w * x)

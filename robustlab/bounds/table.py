@@ -125,7 +125,8 @@ def run_table(out_dir: str | Path, *, n: int = 100, train_n: int = 20000, epochs
               eps_values: tuple[float, ...] = (0.1, 0.3), time_limit: float = 10.0, root=None,
               zoo_models: tuple[str, ...] = ZOO_MODELS, progress: bool = True) -> dict[str, Any]:
     """Runs the whole table and writes ``out_dir/table.json`` after every row (resuming rows
-    already there with the same settings). MILP runs for the small MLPs only."""
+    already there with the same settings, except a zoo model's rows whose weights changed since).
+    MILP runs for the small MLPs only."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "table.json"
@@ -138,6 +139,10 @@ def run_table(out_dir: str | Path, *, n: int = 100, train_n: int = 20000, epochs
         old = json.loads(path.read_text())
         if old.get("settings") == settings:
             table = old
+    # A zoo model's rows carry the sha256 of the weights they were computed with; rows of a model
+    # rebuilt since then are stale and computed again.
+    current = {name: zoo.card(name)["sha256"] for name in zoo_models if name in zoo.names()}
+    table["rows"] = [r for r in table["rows"] if r["model"] not in current or r.get("sha256") == current[r["model"]]]
     done = {(r["model"], r["eps"]) for r in table["rows"]}
 
     def save() -> None:
@@ -172,6 +177,8 @@ def run_table(out_dir: str | Path, *, n: int = 100, train_n: int = 20000, epochs
                 continue
             row = bound_row(model, test.x, test.y, eps=eps, exact=exact, time_limit=time_limit)
             row["model"] = name
+            if name in current:
+                row["sha256"] = current[name]
             table["rows"].append(row)
             table["rows"].sort(key=lambda r: (order.get(r["model"], len(order)), r["eps"]))
             save()

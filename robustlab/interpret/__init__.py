@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from ..evaluate import transfer_matrix
 from ..models import train_vae, vae_loss
+from ._common import top_pixels
 from .alignment import alignment, etmann_alignment, mass_near_digit
 from .controls import CONTROLS, control_attribution, edge_attribution, image_attribution, random_attribution
 from .generation import GenerationResult, targeted_generation
@@ -37,6 +38,7 @@ from .toys import gradient_alignment_2d, plot_toy_2d, toy_2d_data, toy_mlp, tsip
 __all__ = [
     "FRACTIONS",
     "FILLS",
+    "top_pixels",
     "mask_top",
     "fill_removed",
     "RoarKarResult",
