@@ -109,9 +109,11 @@ bounds-results: $(STAMP)
 	$(BIN)/python -m robustlab.bounds.table --out results/bounds
 
 # The robustness-interpretability experiments on the zoo (results/interpret/*.json): about 12
-# minutes on a 2-core CPU, most of it ROAR/KAR retraining.
+# minutes on a 2-core CPU, most of it ROAR/KAR retraining. Then the claims, each measured with a
+# control and a bootstrap interval (results/claims.json; resumable: --fresh remeasures).
 interpret-results: $(STAMP)
 	$(BIN)/python -m robustlab.experiments --out results/interpret
+	$(BIN)/python -m robustlab.claims --out results/claims.json
 
 clean:
 	rm -rf _build .pytest_cache

@@ -710,3 +710,28 @@ def test_bound_table_row_orders_lower_and_upper_bounds(embedded):
     assert row["exact_unknown"] == 0 and row["milp_solved"] == counts["suite"] - counts["crown"]
     low, high = row["suite"]["interval95"]
     assert low <= row["suite"]["accuracy"] <= high
+
+
+def test_run_table_resumes_rows_and_recomputes_a_rebuilt_zoo_model(tmp_path, monkeypatch):
+    from robustlab.bounds import table
+
+    calls = []
+
+    def fake_row(model, x, y, *, eps, exact, time_limit):
+        calls.append(eps)
+        return {"eps": eps, "n": int(y.shape[0]), "exact_asked": exact}
+
+    monkeypatch.setattr(table, "bound_row", fake_row)
+    monkeypatch.setattr(table, "mlp_recipes", lambda epochs: {})  # no MLP to train here
+    run = lambda: table.run_table(tmp_path, n=8, eps_values=(0.1, 0.3), zoo_models=("mnist-standard",),
+                                  progress=False)
+    first = run()
+    sha = rl.zoo.card("mnist-standard")["sha256"]
+    assert calls == [0.1, 0.3] and [r["sha256"] for r in first["rows"]] == [sha, sha]
+    run()
+    assert calls == [0.1, 0.3]  # both rows resumed from table.json
+    path = tmp_path / "table.json"
+    stored = path.read_text().replace(sha, "0" * 64, 1)  # as if the model had been rebuilt since row 1
+    path.write_text(stored)
+    again = run()
+    assert calls == [0.1, 0.3, 0.1] and [r["eps"] for r in again["rows"]] == [0.1, 0.3]
