@@ -144,6 +144,25 @@ def test_toy_2d_data_is_balanced_in_range_and_image_shaped():
     assert isinstance(it.toy_mlp()(x), torch.Tensor) and it.toy_mlp()(x).shape == (400, 2)
 
 
+def test_kim_2d_data_lies_along_a_line_and_robust_gradients_follow_it():
+    x, y = it.kim_2d_data(400, generator=gen(0))
+    assert x.shape == (400, 1, 1, 2) and int(y.sum()) == 200
+    p = x.view(-1, 2)
+    assert float(p[:, 1].std()) < 0.01 and float(p[:, 0].std()) > 0.2  # a line across the plane
+    assert float(p[y == 0, 0].max()) < float(p[y == 1, 0].min())  # class 0 left, class 1 right
+    from robustlab.train import TrainConfig, fit
+
+    cos = {}
+    for name, fields in (("standard", dict(method="standard")), ("pgd", dict(method="pgd", norm="l2", eps=0.1,
+                                                                             steps=10))):
+        model = it.toy_mlp(seed=0)
+        fit(model, (x, y), TrainConfig(epochs=20, batch_size=50, lr=1e-2, seed=0, **fields), progress=False)
+        cos[name] = float(it.gradient_alignment_2d(model, x, y).mean())
+    assert cos["pgd"] > 0.97 and cos["pgd"] > cos["standard"]
+    with pytest.raises(ValueError, match="centres must be two"):
+        it.kim_2d_data(10, centres=((0.1, 0.2),))
+
+
 def test_plot_toy_2d_draws_regions_data_and_arrows():
     import matplotlib
     matplotlib.use("Agg")

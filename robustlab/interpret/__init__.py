@@ -9,7 +9,7 @@
 - ``sanity``: Adebayo et al.'s (2018) model parameter randomisation test: ``randomization_test``.
 - ``alignment``: numbers for "perceptually aligned" saliency: ``alignment``, ``etmann_alignment``,
   ``mass_near_digit``.
-- ``toys``: Kim et al.'s 2-D experiment (``toy_2d_data``, ``toy_mlp``, ``gradient_alignment_2d``,
+- ``toys``: Kim et al.'s 2-D experiment (``kim_2d_data``, ``toy_2d_data``, ``toy_mlp``, ``gradient_alignment_2d``,
   ``plot_toy_2d``) and Tsipras et al.'s trade-off toy (``tsipras_data``, ``tsipras_accuracies``).
 - ``generation``: large-eps targeted attacks as generation (Tsipras et al., section 5):
   ``targeted_generation``.
@@ -33,7 +33,15 @@ from .manifold import manifold_distance, project
 from .road import RoadResult, noisy_linear_impute, road, road_scores
 from .roar import FILLS, FRACTIONS, RoarKarResult, fill_removed, mask_top, roar_kar, roar_kar_scores
 from .sanity import RandomizationResult, randomization_test, randomize_layers, rank_correlation
-from .toys import gradient_alignment_2d, plot_toy_2d, toy_2d_data, toy_mlp, tsipras_accuracies, tsipras_data
+from .toys import (
+    gradient_alignment_2d,
+    kim_2d_data,
+    plot_toy_2d,
+    toy_2d_data,
+    toy_mlp,
+    tsipras_accuracies,
+    tsipras_data,
+)
 
 __all__ = [
     "FRACTIONS",
@@ -61,6 +69,7 @@ __all__ = [
     "etmann_alignment",
     "mass_near_digit",
     "transfer_matrix",
+    "kim_2d_data",
     "toy_2d_data",
     "toy_mlp",
     "gradient_alignment_2d",

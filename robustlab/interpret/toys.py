@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from .._checks import check_images, check_labels, check_number, eval_mode
 
-__all__ = ["toy_2d_data", "toy_mlp", "gradient_alignment_2d", "plot_toy_2d", "tsipras_data", "tsipras_accuracies"]
+__all__ = ["kim_2d_data", "toy_2d_data", "toy_mlp", "gradient_alignment_2d", "plot_toy_2d", "tsipras_data",
+           "tsipras_accuracies"]
 
 
 def toy_2d_data(n: int, *, offset: float = 0.2, spread: float = 0.07,
@@ -42,6 +43,40 @@ def toy_2d_data(n: int, *, offset: float = 0.2, spread: float = 0.07,
     centres = torch.tensor([[[lo, lo], [hi, hi]], [[lo, hi], [hi, lo]]])  # (class, cluster, 2)
     x = centres[y, cluster] + spread * torch.randn(n, 2, generator=generator)
     return x.clamp(0.0, 1.0).view(n, 1, 1, 2), y
+
+
+def kim_2d_data(n: int, *, centres: tuple[tuple[float, ...], tuple[float, ...]] = ((0.15, 0.35), (0.65, 0.85)),
+                spread_along: float = 0.04, spread_across: float = 0.004,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Kim, Seo & Jeon's (2019, section 2.2) setting: data on a low-dimensional structure in the plane.
+
+    Both classes lie along the horizontal line y = 0.5, each a mixture of Gaussians with centres
+    at x = ``centres[class]`` (standard deviation ``spread_along`` along the line and only
+    ``spread_across`` across it). The data say nothing about the vertical direction, so a
+    standard classifier may tilt its boundary freely there; a robust one must keep its margin in
+    every direction, which makes its boundary cross the line at a right angle and its gradient
+    point along the data towards the other class (:func:`gradient_alignment_2d` near 1).
+
+    Args:
+        n: number of points (classes and clusters alternate, so they are balanced).
+        centres: the x coordinates of each class's cluster centres (same count per class).
+        spread_along, spread_across: standard deviations along and across the line.
+        generator: random source.
+
+    Returns:
+        (x, y): (n, 1, 1, 2) points in [0, 1] and (n,) int64 labels.
+    """
+    check_number(n, "n", low=2, integer=True)
+    check_number(spread_along, "spread_along", low=0.0)
+    check_number(spread_across, "spread_across", low=0.0)
+    c = torch.as_tensor(centres, dtype=torch.float32)
+    if c.dim() != 2 or c.shape[0] != 2 or c.shape[1] < 1:
+        raise ValueError(f"centres must be two equally long sequences of x coordinates, one per class, got {centres!r}")
+    y = torch.arange(n) % 2
+    cluster = (torch.arange(n) // 2) % c.shape[1]
+    along = c[y, cluster] + spread_along * torch.randn(n, generator=generator)
+    across = 0.5 + spread_across * torch.randn(n, generator=generator)
+    return torch.stack([along, across], dim=1).clamp(0.0, 1.0).view(n, 1, 1, 2), y
 
 
 def toy_mlp(hidden: int = 64, *, seed: int = 0) -> nn.Module:
