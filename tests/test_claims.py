@@ -1,0 +1,103 @@
+"""Claims as code: verdicts flip with the effect, and the book asserts only supported claims."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robustlab import claims, zoo
+
+from .conftest import ROOT
+
+RESULTS = ROOT / "results" / "claims.json"
+
+
+def test_verdict_by_hand():
+    assert claims.verdict(0.01, 0.2) == "supported"
+    assert claims.verdict(-0.3, -0.01) == "not supported"
+    assert claims.verdict(-0.1, 0.1) == "inconclusive"
+    with pytest.raises(ValueError, match="high"):
+        claims.verdict(0.2, 0.1)
+
+
+def test_bootstrap_verdict_flips_when_the_effect_is_removed():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 1.0, 400)
+    with_effect = noise - noise.mean() + 0.3  # a true mean difference of 0.3
+    without = noise - noise.mean()  # the same spread, no effect
+    mean, low, high = claims.paired_bootstrap(with_effect)
+    assert mean == pytest.approx(0.3) and 0.15 < low < 0.3 < high < 0.45
+    assert claims.verdict(low, high) == "supported"
+    assert claims.verdict(*claims.paired_bootstrap(without)[1:]) == "inconclusive"
+    assert claims.verdict(*claims.paired_bootstrap(-with_effect)[1:]) == "not supported"
+    # Seeded: the same seed gives the same interval.
+    assert claims.paired_bootstrap(with_effect, seed=3) == claims.paired_bootstrap(with_effect, seed=3)
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        claims.paired_bootstrap(np.array([1.0]))
+    with pytest.raises(ValueError, match="level"):
+        claims.paired_bootstrap(with_effect, level=1.0)
+
+
+def test_a_zoo_claim_is_inconclusive_when_both_sides_are_the_same_model(monkeypatch):
+    real = claims.claim_clean_accuracy_falls_with_training_eps(n=300)
+    assert real.name == "clean_accuracy_falls_with_training_eps" and real.low <= real.effect <= real.high
+    assert set(real.detail["accuracy"]) == {"mnist-pgd-linf-0.1", "mnist-pgd-linf-0.3"}
+    same = zoo.load("mnist-pgd-linf-0.3")
+    monkeypatch.setattr(claims.zoo, "load", lambda name: same)
+    removed = claims.claim_clean_accuracy_falls_with_training_eps(n=300)
+    assert removed.effect == 0.0 and removed.verdict == "inconclusive"
+
+
+def test_measure_all_resumes_from_its_file(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(**kwargs):
+        calls.append(1)
+        return claims._claim("fake", "A fake claim.", torch.full((10,), 1.0) + torch.arange(10) * 0.01, {})
+
+    monkeypatch.setattr(claims, "CLAIMS", {"fake": fake})
+    out = tmp_path / "claims.json"
+    first = claims.measure_all(out=out)
+    assert first[0]["verdict"] == "supported" and json.loads(out.read_text())[0]["name"] == "fake"
+    claims.measure_all(out=out)
+    assert len(calls) == 1  # the second run found it in the file
+    with pytest.raises(ValueError, match="unknown claims"):
+        claims.measure_all(["nope"])
+
+
+def stored_claims():
+    if not RESULTS.exists():
+        pytest.fail("results/claims.json is missing: run make interpret-results")
+    return {c["name"]: c for c in json.loads(RESULTS.read_text())}
+
+
+def test_every_claim_is_measured_with_its_fields():
+    stored = stored_claims()
+    assert set(stored) == set(claims.CLAIMS), "results/claims.json is stale: run make interpret-results"
+    for c in stored.values():
+        assert c["verdict"] in claims.VERDICTS
+        assert c["low"] <= c["effect"] <= c["high"]
+        assert c["verdict"] == claims.verdict(c["low"], c["high"])
+        assert c["statement"] and "torch" in c
+
+
+def test_marker_check_flags_an_asserted_claim_that_did_not_hold():
+    stored = {"robust_gradients_align_with_image": {"verdict": "not supported", "effect": -0.05, "low": -0.07,
+                                                    "high": -0.03}}
+    asserted = "Robust gradients align better. <!-- claim: robust_gradients_align_with_image -->"
+    reported = "They do not align better here. <!-- claim-reported: robust_gradients_align_with_image -->"
+    assert "not supported" in claims.marker_problems(asserted, stored)[0]
+    assert claims.marker_problems(reported, stored) == []
+    stored["robust_gradients_align_with_image"]["verdict"] = "supported"
+    assert claims.marker_problems(asserted, stored) == []
+    assert "unknown claim 'made_up'" in claims.marker_problems("<!-- claim: made_up -->", stored)[0]
+    assert "not measured" in claims.marker_problems("<!-- claim: gradients_pass_randomisation -->", stored)[0]
+
+
+def test_pages_assert_only_supported_claims():
+    stored = stored_claims()
+    for page in sorted((ROOT / "book").glob("*.md")):
+        assert claims.marker_problems(page.read_text(), stored) == [], page.name
+    for name, c in stored.items():
+        assert c["pages"] == claims.pages_stating(name), f"{name}: rerun make interpret-results"
