@@ -110,3 +110,21 @@ def test_main_writes_json(tmp_path):
     assert written.pop("wall_seconds") >= 0 and written == json.loads(json.dumps(ex.run_tradeoff()))
     with pytest.raises(SystemExit):
         ex.main(["nothing"])
+
+
+def test_roar_fills_runs_every_fill_with_the_model_free_controls(monkeypatch):
+    seen = []
+
+    def fake_roar_kar(train, test, attributions, *, fill, kar, repeats, epochs, seed, progress):
+        seen.append((fill, sorted(attributions), kar))
+        for a_tr, a_te in attributions.values():
+            assert a_tr.shape == train[0].shape and a_te.shape == test[0].shape
+        curves = {k: torch.full((repeats, 2), 0.5) for k in [*attributions, "random"]}
+        return rl.interpret.RoarKarResult((0.1, 0.5), curves, {}, torch.full((repeats,), 0.9), epochs)
+
+    monkeypatch.setattr(ex.interpret, "roar_kar", fake_roar_kar)
+    res = ex.run_roar_fills(repeats=1, progress=False)
+    assert [f for f, _, _ in seen] == ["mean", "zero", "blur", "impute"] and not any(k for _, _, k in seen)
+    assert seen[0][1] == ["edge", "gradient (robust)", "gradient (standard)", "image"]
+    assert set(res["fills"]["impute"]["scores"]) == {"edge", "gradient (robust)", "gradient (standard)", "image"}
+    assert res["data"].startswith("embedded held-out set")
