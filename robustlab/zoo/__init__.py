@@ -52,7 +52,7 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     # CNN (see its note).
     "mnist-ibp-linf-0.1": ("small-cnn", dict(_BASE, method="ibp", eps=0.2, epochs=20, warmup_epochs=1,
                                              eps_ramp_epochs=8, kappa_end=0.5)),
-    "mnist-ibp-linf-0.3": ("wide-cnn", dict(_BASE, method="ibp", eps=0.4, epochs=50, warmup_epochs=2,
+    "mnist-ibp-linf-0.3": ("wide-cnn", dict(_BASE, method="ibp", eps=0.35, epochs=50, warmup_epochs=2,
                                             eps_ramp_epochs=20, kappa_end=0.5)),
     "mnist-gradreg": ("small-cnn", dict(_BASE, method="gradreg", lam=10.0, epochs=10)),
     "mnist-gaussian-0.25": ("small-cnn", dict(_BASE, method="gaussian", sigma=0.25, epochs=10)),
@@ -82,10 +82,14 @@ NOTES: dict[str, str] = {
         "looks for a drop cannot see - and recovered from epoch 7 as the learning rate fell. One seed; "
         "FGSM training is known to depend on it. Its robustness is the attack suite's record, not the guard's."),
     "mnist-ibp-linf-0.3": (
-        "Interval bound propagation (Gowal et al. 2018) at eps 0.4, to be verified at 0.3, on the wider CNN "
-        "(models.WideCNN, 1.6 M parameters). The zoo's small CNN trained the same way (40 epochs, eps ramp "
-        "over 15) reached 93.4 % clean and 79.4 % IBP-verified accuracy at Linf 0.3 on the first 2,000 MNIST "
-        "test digits, short of the targets (97 % clean, 85 % verified): interval bounds need capacity."),
+        "Interval bound propagation (Gowal et al. 2018) on the wider CNN (models.WideCNN, 1.6 M parameters), "
+        "trained at eps 0.35 to be verified at 0.3. The training eps was chosen on a validation set, the "
+        "embedded 5,000 digits that training leaves out (never on MNIST test): clean / IBP-verified accuracy "
+        "at Linf 0.3 there was 96.4 / 85.1 % trained at 0.4 (Gowal et al.'s choice), 97.0 / 85.9 % at 0.35 "
+        "and 97.4 / 83.7 % at 0.3; only 0.35 met both targets (97 % clean, 85 % verified). On MNIST test this "
+        "model is 96.9 % clean, 0.1 point short of the clean target (within the 95 % interval), and 85.9 % "
+        "verified. The zoo's small CNN trained at 0.4 (40 epochs, ramp 15) reached 93.4 % clean and 79.4 % "
+        "IBP-verified on the first 2,000 test digits: interval bounds need capacity."),
 }
 
 GENERATIVE = ("vae",)
