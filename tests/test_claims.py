@@ -92,7 +92,7 @@ def test_marker_check_flags_an_asserted_claim_that_did_not_hold():
     stored["robust_gradients_align_with_image"]["verdict"] = "supported"
     assert claims.marker_problems(asserted, stored) == []
     assert "unknown claim 'made_up'" in claims.marker_problems("<!-- claim: made_up -->", stored)[0]
-    assert "not measured" in claims.marker_problems("<!-- claim: gradients_pass_randomisation -->", stored)[0]
+    assert "not measured" in claims.marker_problems("<!-- claim: robust_maps_set_by_first_layer -->", stored)[0]
 
 
 def test_pages_assert_only_supported_claims():

@@ -196,6 +196,7 @@ def test_roar_with_imputation_is_road_with_retraining():
 def test_randomisation_test_on_a_linear_model_whose_maps_are_known():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(36, 3)).eval()
+    trained = model[1].weight.detach().clone()
     x = torch.rand(5, 1, 6, 6, generator=gen(10))
     target = torch.tensor([0, 1, 2, 0, 1])
     grad = lambda m, xb, t: saliency.gradient(m, xb, t)
@@ -208,7 +209,7 @@ def test_randomisation_test_on_a_linear_model_whose_maps_are_known():
     old_rows = model[1].weight.detach()[target].view(5, 1, 6, 6)
     torch.testing.assert_close(res.spearman[0], it.rank_correlation(old_rows, new_rows, absolute=False))
     assert float(res.spearman_abs[0].abs().max()) < 0.6  # unrelated random rows
-    assert torch.equal(model[1].weight, model[1].weight) and not torch.equal(fresh[1].weight, model[1].weight)
+    assert torch.equal(model[1].weight, trained) and not torch.equal(fresh[1].weight, trained)  # a copy changed
 
 
 def test_randomisation_separates_a_model_map_from_a_model_free_control():
@@ -228,6 +229,55 @@ def test_randomisation_separates_a_model_map_from_a_model_free_control():
     # Cascading ends with every layer random: its last maps are far from the trained model's.
     assert float(it.randomization_test(model, x, target, grad).spearman_abs[-1].mean()) < 0.6
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # model untouched
+
+
+def test_cascading_accumulates_random_layers_and_independent_randomises_one():
+    model = tiny_cnn(num_classes=3, size=8, dropout=0.0, seed=2).eval()
+    with torch.no_grad():  # move the batch norm off its reset values, so its randomisation shows
+        for param in model.parameters():
+            param.add_(0.1)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = it.sanity.randomizable_layers(model)
+    x, target = torch.rand(2, 1, 8, 8, generator=gen(14)), torch.zeros(2, dtype=torch.int64)
+    for mode in it.sanity.MODES:
+        seen = []
+
+        def record(m, xb, t):
+            if m is not model:  # the first call maps the trained model itself
+                state = m.state_dict()
+                seen.append({name for name in layers if not torch.equal(state[f"{name}.weight"],
+                                                                        trained[f"{name}.weight"])})
+            return saliency.gradient(m, xb, t)
+
+        it.randomization_test(model, x, target, record, mode=mode)
+        if mode == "cascading":
+            assert seen == [set(layers[:k + 1]) for k in range(len(layers))]
+        else:
+            assert seen == [{name} for name in layers]
+
+
+def test_imputation_noise_does_not_depend_on_the_batch_and_fill_checks_its_mask():
+    x = torch.rand(3, 3, 6, 6, generator=gen(15))
+    removed = torch.rand(3, 6, 6, generator=gen(16)) < 0.4
+    whole = it.noisy_linear_impute(x, removed, noise=0.1, generator=gen(17))
+    again = it.noisy_linear_impute(x.clone(), removed.clone(), noise=0.1, generator=gen(17))
+    assert torch.equal(whole, again)
+    noise_free = it.noisy_linear_impute(x, removed, noise=0.0)
+    draw = 0.1 * torch.randn(x.shape, generator=gen(17))
+    expected = torch.where(removed.unsqueeze(1), (noise_free + draw).clamp(0, 1), x)
+    torch.testing.assert_close(whole, expected)
+    # An (N, H, W) mask with N = C is one mask per image, never one per channel.
+    zeroed = it.fill_removed(x, removed, "zero")
+    assert torch.equal(zeroed == 0, removed.unsqueeze(1).expand_as(x) | (x == 0))
+    with pytest.raises(ValueError, match=r"removed must be a bool tensor of shape \(3, 6, 6\)"):
+        it.fill_removed(x, removed.float(), "zero")
+    with pytest.raises(ValueError, match=r"mean must hold one value per channel \(3\)"):
+        it.fill_removed(x, removed, "mean", mean=torch.tensor([0.1, 0.2]))
+    tiny = torch.rand(2, 1, 4, 4, generator=gen(18))
+    blurred = it.fill_removed(tiny, torch.ones(2, 4, 4, dtype=torch.bool), "blur")  # kernel clipped to 3x3
+    assert blurred.shape == tiny.shape and float(blurred.std()) < float(tiny.std())
+    with pytest.raises(ValueError, match="increasing fractions"):
+        it.road_scores(it.RoadResult((0.5, 0.1), {"a": torch.ones(1, 2)}, {}, 1.0, 0.0))
 
 
 def test_rank_correlation_by_hand_and_bad_input():

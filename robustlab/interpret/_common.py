@@ -17,11 +17,25 @@ def check_attr(attr: object, x: Tensor, name: str = "attr") -> Tensor:
     return attr
 
 
+def check_removed(removed: object, x: Tensor) -> Tensor:
+    """A mask of removed pixels for images ``x``: a bool tensor (N, H, W) or (N, 1, H, W), returned
+    as (N, 1, H, W); anything else is a ValueError naming ``removed``."""
+    n, _, h, w = x.shape
+    if not isinstance(removed, Tensor) or removed.dtype != torch.bool or tuple(removed.shape) not in (
+            (n, h, w), (n, 1, h, w)):
+        shape = tuple(removed.shape) if isinstance(removed, Tensor) else type(removed).__name__
+        dtype = f" {removed.dtype}" if isinstance(removed, Tensor) else ""
+        raise ValueError(f"removed must be a bool tensor of shape {(n, h, w)} or {(n, 1, h, w)}, got{dtype} {shape}")
+    return removed.reshape(n, 1, h, w).to(x.device)
+
+
 def top_pixels(attr: Tensor, fraction: float) -> Tensor:
     """The ``round(fraction * H * W)`` pixels that ``attr`` ranks highest, per example.
 
     Pixels are ranked by ``|attr|`` summed over channels; ties are broken by position (stable
-    sort), so the result is deterministic.
+    sort: the earlier pixel in row-major order ranks higher), so the result is deterministic. For
+    maps with many equal scores (the image control's black background) this decides which of
+    the tied pixels go first: MoRF takes them from the top left, LeRF from the bottom right.
 
     Returns:
         (N, 1, H, W) bool mask.

@@ -27,7 +27,7 @@ from scipy.sparse.linalg import splu
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_generator, check_images, check_labels, check_number, eval_mode
-from ._common import FRACTIONS, check_attr, top_pixels
+from ._common import FRACTIONS, check_attr, check_removed, top_pixels
 
 __all__ = ["NEIGHBOUR_WEIGHTS", "noisy_linear_impute", "ORDERS", "RoadResult", "road", "road_scores"]
 
@@ -65,12 +65,11 @@ def noisy_linear_impute(x: Tensor, removed: Tensor, *, noise: float = 0.01,
     check_number(noise, "noise", low=0.0)
     check_generator(generator, x)
     n, c, h, w = x.shape
-    if not isinstance(removed, Tensor) or removed.dtype != torch.bool or tuple(removed.shape) not in (
-            (n, h, w), (n, 1, h, w)):
-        shape = tuple(removed.shape) if isinstance(removed, Tensor) else type(removed).__name__
-        raise ValueError(f"removed must be a bool tensor of shape {(n, h, w)} or {(n, 1, h, w)}, got {shape}")
-    rem = removed.reshape(n, h, w).cpu().numpy()
+    rem = check_removed(removed, x).reshape(n, h, w).cpu().numpy()
     out = x.detach().clone()
+    # The noise is drawn for every pixel of the batch and used where pixels are removed, so an
+    # image's result does not depend on which other images share its batch.
+    draw = noise * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if noise > 0 else None
     if not rem.any():
         return out
     vals = x.detach().double().cpu().numpy()  # (N, C, H, W)
@@ -107,10 +106,10 @@ def noisy_linear_impute(x: Tensor, removed: Tensor, *, noise: float = 0.01,
     a = coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
                    shape=(idx.size, idx.size)).tocsc()
     sol = splu(a).solve(rhs)  # (U, C)
-    filled = torch.as_tensor(sol, dtype=x.dtype, device=x.device)
-    if noise > 0:
-        filled = filled + noise * torch.randn(filled.shape, generator=generator, device=x.device, dtype=x.dtype)
+    filled = torch.as_tensor(sol, dtype=x.dtype, device=x.device)  # (U, C)
     ni_t, ii_t, jj_t = (torch.as_tensor(arr, device=x.device) for arr in (ni, ii, jj))
+    if draw is not None:
+        filled = filled + draw[ni_t, :, ii_t, jj_t]
     out[ni_t, :, ii_t, jj_t] = filled.clamp(0.0, 1.0)
     return out
 
@@ -201,6 +200,9 @@ def road_scores(result: RoadResult) -> dict[str, dict[str, float]]:
         name -> {"morf": area, "lerf": area, "gap": difference} with the keys of the orders run.
     """
     f = torch.tensor(result.fractions, dtype=torch.float64)
+    if len(f) > 1 and not bool((f[1:] > f[:-1]).all()):
+        raise ValueError(f"road_scores needs increasing fractions, got {result.fractions}; "
+                         "run road with sorted fractions")
     span = float(f[-1] - f[0]) if len(f) > 1 else 1.0
 
     def area(curve: Tensor) -> float:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .. import models
 from .._checks import check_choice, check_flag, check_images, check_labels, check_number
 from ..train import TrainConfig, evaluate_accuracy, fit
-from ._common import FRACTIONS, top_pixels
+from ._common import FRACTIONS, check_removed, top_pixels
 from ._common import check_attr as _check_attr
 from .controls import random_attribution
 from .road import noisy_linear_impute
@@ -81,7 +81,7 @@ def fill_removed(x: Tensor, removed: Tensor, fill: str | float, *, mean: Tensor 
 
     Args:
         x: images, (N, C, H, W), in [0, 1].
-        removed: (N, 1, H, W) bool, True where a pixel is removed.
+        removed: (N, 1, H, W) or (N, H, W) bool, True where a pixel is removed.
         fill: ``"mean"`` (``mean``, one value per channel: Hooker et al.'s dataset mean),
             ``"zero"`` (black, MNIST's background), ``"blur"`` (a Gaussian blur of ``x`` with
             standard deviation :data:`BLUR_SIGMA` pixels), ``"impute"`` (noisy linear imputation,
@@ -97,16 +97,22 @@ def fill_removed(x: Tensor, removed: Tensor, fill: str | float, *, mean: Tensor 
         check_choice(fill, "fill", FILLS)
     elif not isinstance(fill, (int, float)) or isinstance(fill, bool):
         raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))} or a number, got {fill!r}")
+    removed = check_removed(removed, x)  # (N, 1, H, W)
     n, c, h, w = x.shape
     if fill == "impute":
         return noisy_linear_impute(x, removed, noise=noise, generator=generator)
     if fill == "blur":
         radius = int(math.ceil(3 * BLUR_SIGMA))
-        source = gaussian_blur(x.detach(), [2 * radius + 1] * 2, [BLUR_SIGMA] * 2)
+        # The kernel is clipped to the image: torchvision needs it no larger than the image.
+        size = [min(2 * radius + 1, h - (h + 1) % 2), min(2 * radius + 1, w - (w + 1) % 2)]
+        source = gaussian_blur(x.detach(), size, [BLUR_SIGMA] * 2)
     elif fill == "mean":
         if mean is None:
             raise ValueError("fill='mean' needs mean=, the per-channel value (e.g. the training images' mean)")
-        source = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1).expand(n, c, h, w)
+        mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1)
+        if mean_t.numel() not in (1, c):
+            raise ValueError(f"mean must hold one value per channel ({c}), got {mean_t.numel()} values")
+        source = mean_t.reshape(1, -1, 1, 1).expand(n, c, h, w)
     else:
         source = torch.full_like(x, 0.0 if fill == "zero" else float(fill))
     return torch.where(removed, source, x.detach())
