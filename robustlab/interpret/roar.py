@@ -75,6 +75,14 @@ def mask_top(x: Tensor, attr: Tensor, fraction: float, *, keep: bool = False,
     return torch.where(replace, fill_t.expand(c, h, w), x.detach())
 
 
+def _check_fill(fill: object) -> None:
+    """``fill`` must name one of :data:`FILLS` or be a number."""
+    if isinstance(fill, str):
+        check_choice(fill, "fill", FILLS)
+    elif not isinstance(fill, (int, float)) or isinstance(fill, bool):
+        raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))} or a number, got {fill!r}")
+
+
 def fill_removed(x: Tensor, removed: Tensor, fill: str | float, *, mean: Tensor | None = None,
                  noise: float = 0.01, generator: torch.Generator | None = None) -> Tensor:
     """Replaces the ``removed`` pixels of ``x`` (every channel) by a fill.
@@ -93,10 +101,7 @@ def fill_removed(x: Tensor, removed: Tensor, fill: str | float, *, mean: Tensor 
         (N, C, H, W) images; ``x`` is not changed.
     """
     x = check_images(x)
-    if isinstance(fill, str):
-        check_choice(fill, "fill", FILLS)
-    elif not isinstance(fill, (int, float)) or isinstance(fill, bool):
-        raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))} or a number, got {fill!r}")
+    _check_fill(fill)
     removed = check_removed(removed, x)  # (N, 1, H, W)
     n, c, h, w = x.shape
     if fill == "impute":
@@ -191,10 +196,7 @@ def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
     if include_random:
         g = torch.Generator(device=x_tr.device).manual_seed(seed)
         attributions["random"] = (random_attribution(x_tr, generator=g), random_attribution(x_te, generator=g))
-    if isinstance(fill, str):
-        check_choice(fill, "fill", FILLS)
-    elif not isinstance(fill, (int, float)) or isinstance(fill, bool):
-        raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))} or a number, got {fill!r}")
+    _check_fill(fill)
     check_number(noise, "noise", low=0.0)
     mean = x_tr.mean(dim=(0, 2, 3))  # (C,): the "mean" fill
     g_fill = torch.Generator(device=x_tr.device).manual_seed(seed + 7919)
