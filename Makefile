@@ -108,9 +108,10 @@ evaluate-results: $(STAMP)
 bounds-results: $(STAMP)
 	$(BIN)/python -m robustlab.bounds.table --out results/bounds
 
-# The robustness-interpretability experiments on the zoo (results/interpret/*.json): about 12
-# minutes on a 2-core CPU, most of it ROAR/KAR retraining. Then the claims, each measured with a
-# control and a bootstrap interval (results/claims.json; resumable: --fresh remeasures).
+# The robustness-interpretability experiments on the zoo (results/interpret/*.json): about 80
+# minutes on a 2-core CPU, most of it ROAR/KAR retraining (the fill comparison alone, 3 repeats,
+# about 55). Then the claims, each measured with a control and a bootstrap interval
+# (results/claims.json, about 15 minutes; resumable claim by claim: --fresh remeasures).
 interpret-results: $(STAMP)
 	$(BIN)/python -m robustlab.experiments --out results/interpret
 	$(BIN)/python -m robustlab.claims --out results/claims.json

@@ -39,14 +39,81 @@ def test_bootstrap_verdict_flips_when_the_effect_is_removed():
         claims.paired_bootstrap(with_effect, level=1.0)
 
 
+def test_bootstrap_of_a_correlation_flips_when_the_pairing_is_broken():
+    import scipy.stats
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=300)
+    b = a + rng.normal(scale=1.0, size=300)  # correlated with a (rho about 0.7)
+    rho = lambda u, v: float(scipy.stats.spearmanr(u, v).statistic)  # noqa: E731
+    value, low, high = claims.bootstrap(rho, a, b)
+    assert 0.55 < low < value < high < 0.85 and claims.verdict(low, high) == "supported"
+    # Rows are resampled together: shuffling b against a removes the effect.
+    assert claims.verdict(*claims.bootstrap(rho, a, rng.permutation(b))[1:]) == "inconclusive"
+    assert claims.verdict(*claims.bootstrap(rho, a, -b)[1:]) == "not supported"
+    with pytest.raises(ValueError, match="first dimension"):
+        claims.bootstrap(rho, a, b[:10])
+    with pytest.raises(ValueError, match="at least one array"):
+        claims.bootstrap(rho)
+
+
 def test_a_zoo_claim_is_inconclusive_when_both_sides_are_the_same_model(monkeypatch):
     real = claims.claim_clean_accuracy_falls_with_training_eps(n=300)
     assert real.name == "clean_accuracy_falls_with_training_eps" and real.low <= real.effect <= real.high
     assert set(real.detail["accuracy"]) == {"mnist-pgd-linf-0.1", "mnist-pgd-linf-0.3"}
     same = zoo.load("mnist-pgd-linf-0.3")
-    monkeypatch.setattr(claims.zoo, "load", lambda name: same)
+    monkeypatch.setattr(zoo, "load", lambda name: same)
     removed = claims.claim_clean_accuracy_falls_with_training_eps(n=300)
     assert removed.effect == 0.0 and removed.verdict == "inconclusive"
+
+
+def test_generation_claim_is_inconclusive_when_the_models_are_the_same(monkeypatch):
+    same = zoo.load("mnist-standard")
+    real_load = zoo.load
+    monkeypatch.setattr(zoo, "load", lambda name: same if name != claims.JUDGE else real_load(name))
+    c = claims.claim_l2_robust_generation_looks_like_target(n=20, steps=10, restarts=1)
+    assert c.effect == 0.0 and c.verdict == "inconclusive" and c.detail["judge"] == "mnist-gaussian-1.0"
+    row = c.detail["models"]["mnist-standard"]
+    # With one restart the attack starts at x only, deterministically: both runs agree.
+    assert row["reached_target"] == row["reached_target_from_x_alone"] > 0.5
+    assert row["judge_agrees"] == row["judge_agrees_from_x_alone"]
+
+
+def test_alignment_distance_claim_reports_every_model():
+    c = claims.claim_alignment_grows_with_boundary_distance(n=40, steps=20)
+    assert set(c.detail["models"]) == {"mnist-standard", "mnist-pgd-l2-2.0", "mnist-pgd-linf-0.3"}
+    for r in c.detail["models"].values():
+        assert 0 <= r["digits"] <= r["digits_correct"] <= 40
+        if "spearman" in r:
+            assert -1 <= r["low"] <= r["spearman"] <= r["high"] <= 1
+    assert c.detail["models"]["mnist-standard"]["digits"] >= 30  # FMN breaks nearly every standard digit
+    assert c.effect == c.detail["models"]["mnist-standard"]["spearman"] and c.verdict == claims.verdict(c.low, c.high)
+
+
+def _fake_roar_fills(folder, robust, image):
+    """A roar_fills.json whose per-digit ROAR and KAR scores are the given arrays."""
+    per_digit = {"gradient (robust)": list(robust), "gradient (standard)": list(np.zeros(len(robust))),
+                 "image": list(image), "edge": list(np.zeros(len(robust)))}
+    scores = {k: [float(np.mean(v))] for k, v in per_digit.items()}
+    entry = {"fractions": [0.1, 0.5], "roar_scores": scores, "roar_per_digit": per_digit,
+             "kar_scores": scores, "kar_per_digit": per_digit}
+    (folder / "roar_fills.json").write_text(json.dumps({"data": "synthetic", "repeats": 1, "epochs": 1,
+                                                        "fills": {"impute": entry}}))
+
+
+def test_roar_claims_flip_with_the_stored_per_digit_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.3, 0.1, 500)
+    _fake_roar_fills(tmp_path, base + 0.05, base)
+    assert claims.claim_roar_robust_gradient_beats_image_control(results=tmp_path).verdict == "supported"
+    assert claims.claim_kar_robust_gradient_beats_image_control(results=tmp_path).verdict == "supported"
+    _fake_roar_fills(tmp_path, base, base + 0.05)
+    assert claims.claim_roar_robust_gradient_beats_image_control(results=tmp_path).verdict == "not supported"
+    _fake_roar_fills(tmp_path, base, rng.permutation(base))
+    c = claims.claim_roar_robust_gradient_beats_image_control(results=tmp_path)
+    assert c.verdict == "inconclusive" and c.detail["fill"] == "impute"
+    with pytest.raises(FileNotFoundError, match="robustlab.experiments roar_fills"):
+        claims.claim_roar_robust_gradient_beats_standard(results=tmp_path / "nothing")
 
 
 def test_measure_all_resumes_from_its_file(tmp_path, monkeypatch):
@@ -54,9 +121,9 @@ def test_measure_all_resumes_from_its_file(tmp_path, monkeypatch):
 
     def fake(**kwargs):
         calls.append(1)
-        return claims._claim("fake", "A fake claim.", torch.full((10,), 1.0) + torch.arange(10) * 0.01, {})
+        return claims.make_claim("fake", "A fake claim.", torch.full((10,), 1.0) + torch.arange(10) * 0.01, {})
 
-    monkeypatch.setattr(claims, "CLAIMS", {"fake": fake})
+    monkeypatch.setattr(claims.registry, "CLAIMS", {"fake": fake})
     out = tmp_path / "claims.json"
     first = claims.measure_all(out=out)
     assert first[0]["verdict"] == "supported" and json.loads(out.read_text())[0]["name"] == "fake"

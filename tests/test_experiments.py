@@ -86,17 +86,23 @@ def test_tradeoff_reads_the_cards_and_the_closed_form():
 
 
 def test_generation_and_manifold_run_on_the_zoo():
-    gen = ex.run_generation(n=8, steps=20, models=("mnist-standard",))
+    gen = ex.run_generation(n=8, steps=20, restarts=2, models=("mnist-standard",))
     row = gen["models"]["mnist-standard"]
-    assert gen["judge"] == "mnist-standard-mlp" and row["source_success"] == 1.0  # L2 eps 6 fools it
-    # The same generation by hand: targeted L2 PGD towards y + 1, no random start, judged by the
-    # held-out MLP.
+    assert gen["judge"] == "mnist-gaussian-1.0" and row["source_success"] == 1.0  # L2 eps 6 fools it
+    assert row["judges"]["mnist-gaussian-1.0"] == row["judge_agreement"] and set(row["judges"]) == set(gen["judges"])
+    # The same generation by hand: APGD towards y + 1 from x, then one random restart (the same
+    # generator seed), the point of higher target log-probability kept, judged by the noise-trained CNN.
     test = rl.report.eval_set(n=8)
     target = (test.y + 1) % 10
-    source, judge = zoo.load("mnist-standard"), zoo.load("mnist-standard-mlp")
-    x_gen = rl.pgd(source, test.x, target, eps=6.0, alpha=2.5 * 6.0 / 20, steps=20, norm="l2", targeted=True,
-                   random_start=False)
+    source, judge = zoo.load("mnist-standard"), zoo.load("mnist-gaussian-1.0")
+    y_pred = source(test.x).argmax(1)
+    first = rl.apgd(source, test.x, y_pred, eps=6.0, norm="l2", steps=20, target=target, random_start=False)
+    second = rl.apgd(source, test.x, y_pred, eps=6.0, norm="l2", steps=20, target=target, random_start=True,
+                     generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
+        lp = lambda z: source(z).log_softmax(1).gather(1, target[:, None]).squeeze(1)  # noqa: E731
+        x_gen = torch.where((lp(second) > lp(first))[:, None, None, None], second, first)
+        assert row["reached_from_x"] == pytest.approx(float((source(first).argmax(1) == target).float().mean()))
         assert row["source_success"] == pytest.approx(float((source(x_gen).argmax(1) == target).float().mean()))
         assert row["judge_agreement"] == pytest.approx(float((judge(x_gen).argmax(1) == target).float().mean()))
     man = ex.run_manifold(n=8, steps=10, refine_steps=5, models=("mnist-standard",))
@@ -113,18 +119,36 @@ def test_main_writes_json(tmp_path):
 
 
 def test_roar_fills_runs_every_fill_with_the_model_free_controls(monkeypatch):
-    seen = []
+    seen, results = [], []
 
     def fake_roar_kar(train, test, attributions, *, fill, kar, repeats, epochs, seed, progress):
         seen.append((fill, sorted(attributions), kar))
         for a_tr, a_te in attributions.values():
             assert a_tr.shape == train[0].shape and a_te.shape == test[0].shape
-        curves = {k: torch.full((repeats, 2), 0.5) for k in [*attributions, "random"]}
-        return rl.interpret.RoarKarResult((0.1, 0.5), curves, {}, torch.full((repeats,), 0.9), epochs)
+        g = torch.Generator().manual_seed(len(seen))
+        n = test[0].shape[0]
+        correct = {k: torch.rand(repeats, 3, n, generator=g) < 0.3 + 0.1 * i
+                   for i, k in enumerate([*attributions, "random"])}
+        kar_correct = {k: ~v for k, v in correct.items()} if kar else {}
+        acc = lambda d: {k: v.double().mean(2).float() for k, v in d.items()}  # noqa: E731
+        res = rl.interpret.RoarKarResult((0.1, 0.5, 0.9), acc(correct), acc(kar_correct),
+                                         torch.full((repeats,), 0.9), epochs, correct, kar_correct)
+        results.append(res)
+        return res
 
     monkeypatch.setattr(ex.interpret, "roar_kar", fake_roar_kar)
-    res = ex.run_roar_fills(repeats=1, progress=False)
-    assert [f for f, _, _ in seen] == ["mean", "zero", "blur", "impute"] and not any(k for _, _, k in seen)
+    res = ex.run_roar_fills(repeats=2, progress=False)
+    assert [f for f, _, _ in seen] == ["mean", "zero", "blur", "impute"]
+    assert [k for _, _, k in seen] == [False, False, False, True]  # KAR (LeRF) with the imputation fill only
     assert seen[0][1] == ["edge", "gradient (robust)", "gradient (standard)", "image"]
-    assert set(res["fills"]["impute"]["scores"]) == {"edge", "gradient (robust)", "gradient (standard)", "image"}
+    impute = res["fills"]["impute"]
+    assert "kar" not in res["fills"]["zero"] and set(impute["kar_scores"]) == set(impute["roar_scores"])
+    # Three ways to one score: roar_kar_scores on mean curves, the mean of the per-repeat scores,
+    # and the mean of the per-digit scores.
+    for mode in ("roar", "kar"):
+        expected = rl.interpret.roar_kar_scores(results[-1])
+        for name, per_repeat in impute[f"{mode}_scores"].items():
+            assert len(per_repeat) == 2 and len(impute[f"{mode}_per_digit"][name]) == 1000  # embedded: 1,000 test
+            assert np.mean(per_repeat) == pytest.approx(expected[name][mode], abs=1e-6)
+            assert np.mean(impute[f"{mode}_per_digit"][name]) == pytest.approx(expected[name][mode], abs=1e-4)
     assert res["data"].startswith("embedded held-out set")

@@ -224,6 +224,28 @@ def test_targeted_generation_reaches_the_target_and_is_judged():
     assert res2.judge_agreement == pytest.approx(expected)
 
 
+def test_generation_optimisers_and_the_ensemble_judge():
+    model = tiny_cnn(num_classes=3, size=6, seed=3).eval()
+    x = torch.rand(10, 1, 6, 6, generator=gen(11))
+    target = (model(x).argmax(1) + 1).remainder(3).detach()
+    for optimiser, kw in (("pgd", {}), ("apgd", dict(restarts=2, generator=gen(0)))):
+        res = it.targeted_generation(model, model, x, target, eps=3.0, steps=40, optimiser=optimiser, **kw)
+        assert res.source_success == 1.0 and bool(res.reached.all()) and torch.equal(res.reached, res.judged)
+    # The ensemble judge is the log of the members' mean softmax.
+    a, b = tiny_cnn(num_classes=3, size=6, seed=5).eval(), tiny_cnn(num_classes=3, size=6, seed=6).eval()
+    ens = it.Ensemble([a, b])
+    with torch.no_grad():
+        torch.testing.assert_close(ens(x).exp(), (a(x).softmax(1) + b(x).softmax(1)) / 2)
+    with pytest.raises(ValueError, match="at least one member"):
+        it.Ensemble([])
+    with pytest.raises(ValueError, match="unknown optimiser 'adam'"):
+        it.targeted_generation(model, model, x, target, eps=1.0, optimiser="adam")
+    with pytest.raises(ValueError, match="restarts applies to optimiser='apgd' only"):
+        it.targeted_generation(model, model, x, target, eps=1.0, optimiser="pgd", restarts=2)
+    with pytest.raises(ValueError, match="alpha is PGD's step size"):
+        it.targeted_generation(model, model, x, target, eps=1.0, alpha=0.1)
+
+
 # --- VAE and manifold distance ------------------------------------------------------------------
 
 def test_vae_learns_and_projection_is_closer_for_data_than_for_noise():

@@ -161,7 +161,14 @@ def test_road_ranks_the_faithful_map_above_the_controls(patch_model):
     assert float(res.lerf["faithful"][:, 1].mean()) > 0.9
     scores = it.road_scores(res)
     assert scores["faithful"]["gap"] > max(scores[c]["gap"] for c in ("image", "edge", "random")) + 0.2
-    assert res.morf["faithful"].shape == (2, 2)
+    assert res.morf["faithful"].shape == (2, 2) and res.morf_correct["faithful"].shape == (2, 2, 400)
+    # Per image: the gaps average to the score, and the faithful map wins on most images.
+    gaps = it.road_gap_per_image(res)
+    for name, gap in gaps.items():
+        assert gap.shape == (400,) and float(gap.mean()) == pytest.approx(scores[name]["gap"])
+    assert float((gaps["faithful"] > gaps["image"]).double().mean()) > 0.3
+    with pytest.raises(ValueError, match="both orders"):
+        it.road_gap_per_image(it.road(patch_model, x[:8], y[:8], {"image": x[:8]}, orders=("morf",)))
 
 
 def test_road_scores_by_hand_and_bad_input():

@@ -75,6 +75,33 @@ def test_apgd_reaches_the_known_optimum_of_a_linear_model(norm):
     torch.testing.assert_close(f_got, f_best, atol=1e-6 * float(w.abs().sum()), rtol=0)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_towards_a_given_target_optimises_the_whole_budget(norm):
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(1, 5, 5, generator=g, dtype=torch.float64)
+    x = 0.3 + 0.4 * torch.rand(6, 1, 5, 5, generator=g, dtype=torch.float64)
+    eps = 0.2 if norm == "linf" else 0.5
+    # Every point is already in the target class 1: the untargeted attack on true label 0 would
+    # stop at x, but an optimiser towards class 1 must still climb to the most confident point of
+    # the ball, x + eps * sign(w) (Linf) or x + eps * w / ||w|| (L2).
+    model = LinearBinary(w, b=1.0 - float((x.flatten(1) @ w.flatten()).min()))
+    y, target = torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.long)
+    assert bool((model(x).argmax(1) == 1).all())
+    best = x + eps * (w.sign() if norm == "linf" else w / w.norm())
+    for random_start in (False, True):
+        x_gen = rl.apgd(model, x, y, eps=eps, norm=norm, steps=60, target=target, random_start=random_start,
+                        restarts=2, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            torch.testing.assert_close(model(x_gen)[:, 1], model(best)[:, 1], atol=1e-6 * float(w.abs().sum()),
+                                       rtol=0)
+    # Without a random start the attack is deterministic whatever the generator.
+    a = rl.apgd(model, x, y, eps=eps, norm=norm, steps=5, target=target, random_start=False,
+                generator=torch.Generator().manual_seed(1))
+    b = rl.apgd(model, x, y, eps=eps, norm=norm, steps=5, target=target, random_start=False,
+                generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+
+
 def test_apgd_t_targets_the_classes_in_the_models_order(monkeypatch):
     model, x = _linear_multi(n=6, k=6)
     with torch.no_grad():
@@ -255,6 +282,12 @@ def test_square_window_schedule():
      "n_target_classes must be <= K - 1 = 9"),
     (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, targeted=True, n_target_classes=0), ValueError,
      "n_target_classes must be >= 1"),
+    (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, targeted=True, target=(y + 1) % 10), ValueError,
+     "pass one of them, not both"),
+    (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, loss="dlr", target=y), ValueError, "needs target != y"),
+    (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, target=y + 10), ValueError, "target classes must be < the model's 10"),
+    (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, target=y[:1]), ValueError, "target must have shape"),
+    (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, random_start=1), TypeError, "random_start"),
     (lambda m, x, y: rl.square(m, x, y, eps=0.3, queries=0), ValueError, "queries must be >= 1"),
     (lambda m, x, y: rl.square(m, x, y, eps=0.3, norm="l0"), ValueError, "unknown norm 'l0'"),
     (lambda m, x, y: rl.square(m, x, y, eps=-1.0), ValueError, "eps must be >= 0"),

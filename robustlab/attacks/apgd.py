@@ -53,11 +53,12 @@ def checkpoints(steps: int) -> list[int]:
 
 
 def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, geo: Geometry,
-         steps: int, objective: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-    """One APGD run from ``start``; returns ``(x_adv, fooled)`` per example.
+         steps: int, objective: Callable[[Tensor], Tensor],
+         keep_best: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """One APGD run from ``start``; returns ``(x_adv, fooled, best objective)`` per example.
 
     ``x_adv`` is a misclassified iterate where one was found (``fooled``), else the iterate of
-    highest objective.
+    highest objective; with ``keep_best`` always the iterate of highest objective.
     """
     n = x.shape[0]
 
@@ -112,11 +113,14 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, *, eps: float, g
             grad_k = torch.where(rows(halve), grad_best, grad_k)
             last_mark, increases = k + 1, torch.zeros_like(increases)
             eta_at_mark, best_at_mark = eta.clone(), obj_best.clone()
-    return torch.where(rows(fooled), x_fool, x_best), fooled
+    if keep_best:
+        return x_best, fooled, obj_best
+    return torch.where(rows(fooled), x_fool, x_best), fooled, obj_best
 
 
 def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", steps: int = 100,
          loss: str = "ce", targeted: bool = False, n_target_classes: int = 9, restarts: int = 1,
+         target: Tensor | None = None, random_start: bool = True,
          generator: torch.Generator | None = None) -> Tensor:
     """Auto-PGD (Croce & Hein, 2020) in the Linf or L2 ball: APGD-CE, APGD-DLR and APGD-T.
 
@@ -131,6 +135,13 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
     ranks highest after the true one on ``x``, with the targeted DLR loss (``loss="dlr"``) or the
     cross-entropy towards the target (``loss="ce"``).
 
+    With ``target`` given (one class per example) the attack is a targeted *optimiser* rather
+    than a search for any misclassification: every example is attacked for the whole budget
+    towards its own target (``loss="ce"``: the target's log-probability; ``"dlr"``: the targeted
+    DLR loss against the true class ``y``), and the result is the point of highest objective
+    over all steps and restarts, whether or not the model already predicts the target there.
+    This is the optimiser of large-eps targeted generation (Tsipras et al. 2019, section 5).
+
     Args:
         model: maps (N, C, H, W) images in [0, 1] to (N, K) logits.
         x: clean images, (N, C, H, W), in [0, 1].
@@ -143,6 +154,11 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
         targeted: run APGD-T over the top ``n_target_classes`` wrong classes.
         n_target_classes: number of target classes for APGD-T, 1 <= n_target_classes <= K - 1.
         restarts: random restarts per run (per target when targeted), >= 1.
+        target: optional (N,) int64 target class per example (see above); not with
+            ``targeted=True``.
+        random_start: start uniformly at random in the eps-ball (AutoAttack's choice); False
+            starts every run at ``x`` (with ``target``, e.g. for generation, where a start
+            anywhere in a large ball would be visible noise).
         generator: random source for the starts; the same state gives the same result.
 
     Returns:
@@ -158,7 +174,17 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
     check_number(restarts, "restarts", low=1, integer=True)
     check_number(n_target_classes, "n_target_classes", low=1, integer=True)
     check_flag(targeted, "targeted")
+    check_flag(random_start, "random_start")
     check_generator(generator, x)
+    if target is not None:
+        if targeted:
+            raise ValueError("target= gives each example its own target class, while targeted=True lets APGD-T "
+                             "choose the targets itself; pass one of them, not both")
+        check_labels(target, x, "target")
+        if loss == "dlr" and bool((target == y).any()):
+            raise ValueError(f"target equals the true label y for {int((target == y).sum())} example(s); the "
+                             f"targeted DLR loss needs target != y (use loss='ce' to maximise a class's own "
+                             f"probability)")
     geo = geometry(norm)
     x = x.detach()
     n = x.shape[0]
@@ -176,9 +202,17 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
         if targeted and n_target_classes > k - 1:
             raise ValueError(f"n_target_classes must be <= K - 1 = {k - 1} for this {k}-class model, "
                              f"got {n_target_classes}")
+        if target is not None:
+            if target.numel() and int(target.max()) >= k:
+                raise ValueError(f"target classes must be < the model's {k} classes, got max target "
+                                 f"{int(target.max())}")
+            return _towards(model, x, y, target, eps=eps, geo=geo, steps=steps, loss=loss, restarts=restarts,
+                            random_start=random_start, generator=generator)
         runs = n_target_classes if targeted else 1
         # One random draw for every run, example-major: batch-invariant on the CPU.
         starts = geo.random_start(x, eps, restarts=runs * restarts, generator=generator)
+        if not random_start:
+            starts.zero_()
         order = logits.argsort(dim=1, descending=True)  # (N, K): the targets of APGD-T
         x_adv = x.clone()
         robust = logits.argmax(dim=1) == y  # (N,)
@@ -201,8 +235,27 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
                     objective = (lambda z, yi=yi: dlr_loss(z, yi)) if loss == "dlr" \
                         else (lambda z, yi=yi: F.cross_entropy(z, yi, reduction="none"))
                 start = (xi + starts[idx, t * restarts + r]).clamp(0.0, 1.0)
-                found, fooled = _run(model, xi, yi, start, eps=eps, geo=geo, steps=steps,
-                                     objective=objective)
+                found, fooled, _ = _run(model, xi, yi, start, eps=eps, geo=geo, steps=steps,
+                                        objective=objective)
                 x_adv[idx] = found
                 robust[idx[fooled]] = False
     return x_adv
+
+
+def _towards(model: nn.Module, x: Tensor, y: Tensor, target: Tensor, *, eps: float, geo: Geometry, steps: int,
+             loss: str, restarts: int, random_start: bool, generator: torch.Generator | None) -> Tensor:
+    """APGD towards a given target per example: the best point over all restarts (model in eval mode)."""
+    if loss == "dlr":
+        objective = lambda z: targeted_dlr_loss(z, y, target)  # noqa: E731
+    else:
+        objective = lambda z: -F.cross_entropy(z, target, reduction="none")  # noqa: E731
+    starts = geo.random_start(x, eps, restarts=restarts, generator=generator)
+    best_x, best_obj = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
+    for r in range(restarts):
+        start = (x + starts[:, r]).clamp(0.0, 1.0) if random_start else x
+        found, _, obj = _run(model, x, y, start, eps=eps, geo=geo, steps=steps, objective=objective,
+                             keep_best=True)
+        better = obj > best_obj
+        best_x[better] = found[better]
+        best_obj = torch.where(better, obj, best_obj)
+    return best_x

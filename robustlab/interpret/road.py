@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from .._checks import check_choice, check_generator, check_images, check_labels, check_number, eval_mode
 from ._common import FRACTIONS, check_attr, check_removed, top_pixels
 
-__all__ = ["NEIGHBOUR_WEIGHTS", "noisy_linear_impute", "ORDERS", "RoadResult", "road", "road_scores"]
+__all__ = ["NEIGHBOUR_WEIGHTS", "noisy_linear_impute", "ORDERS", "RoadResult", "road", "road_scores",
+           "road_gap_per_image"]
 
 NEIGHBOUR_WEIGHTS = (((0, 1), 1 / 6), ((0, -1), 1 / 6), ((1, 0), 1 / 6), ((-1, 0), 1 / 6),
                      ((1, 1), 1 / 12), ((1, -1), 1 / 12), ((-1, 1), 1 / 12), ((-1, -1), 1 / 12))
@@ -123,6 +124,9 @@ class RoadResult(NamedTuple):
         lerf: name -> (repeats, len(fractions)) accuracies, least relevant pixels removed first.
         clean: accuracy on the unmodified images.
         noise: the imputation noise.
+        morf_correct: name -> (repeats, len(fractions), N) bool, per image whether the model
+            still classifies it correctly (for intervals over images; :func:`road_gap_per_image`).
+        lerf_correct: the same for LeRF.
     """
 
     fractions: tuple[float, ...]
@@ -130,6 +134,8 @@ class RoadResult(NamedTuple):
     lerf: dict[str, Tensor]
     clean: float
     noise: float
+    morf_correct: dict[str, Tensor] = {}
+    lerf_correct: dict[str, Tensor] = {}
 
 
 def road(model: nn.Module, x: Tensor, y: Tensor, attributions: Mapping[str, Tensor], *,
@@ -170,15 +176,15 @@ def road(model: nn.Module, x: Tensor, y: Tensor, attributions: Mapping[str, Tens
             raise ValueError(f"fractions must lie in [0, 1], got {f}")
     attributions = {name: check_attr(a, x, f"attributions[{name!r}]") for name, a in attributions.items()}
 
-    def accuracy(images: Tensor) -> float:
+    def correct(images: Tensor) -> Tensor:
         with torch.no_grad(), eval_mode(model):
-            return float((model(images).argmax(1) == y).double().mean())
+            return (model(images).argmax(1) == y).cpu()
 
-    clean = accuracy(x)
+    clean = float(correct(x).double().mean())
     out: dict[str, dict[str, Tensor]] = {"morf": {}, "lerf": {}}
     for order in orders:
         for name, attr in attributions.items():
-            acc = torch.zeros(repeats, len(fractions), dtype=torch.float64)
+            right = torch.zeros(repeats, len(fractions), x.shape[0], dtype=torch.bool)
             for j, f in enumerate(fractions):
                 # LeRF removing f = keeping the top 1 - f.
                 removed = top_pixels(attr, f) if order == "morf" else ~top_pixels(attr, 1.0 - f)
@@ -187,9 +193,31 @@ def road(model: nn.Module, x: Tensor, y: Tensor, attributions: Mapping[str, Tens
                     imputed = torch.cat([noisy_linear_impute(x[b:b + batch_size], removed[b:b + batch_size],
                                                              noise=noise, generator=g)
                                          for b in range(0, x.shape[0], batch_size)])
-                    acc[r, j] = accuracy(imputed)
-            out[order][name] = acc
-    return RoadResult(tuple(float(f) for f in fractions), out["morf"], out["lerf"], clean, float(noise))
+                    right[r, j] = correct(imputed)
+            out[order][name] = right
+    accuracy = {o: {k: v.double().mean(2) for k, v in d.items()} for o, d in out.items()}
+    return RoadResult(tuple(float(f) for f in fractions), accuracy["morf"], accuracy["lerf"], clean, float(noise),
+                      out["morf"], out["lerf"])
+
+
+def road_gap_per_image(result: RoadResult) -> dict[str, Tensor]:
+    """Per attribution, (N,) the LeRF area minus the MoRF area of each image's correctness
+    (averaged over the noise draws; trapezoid rule over the fractions, divided by their span):
+    its mean is ``road_scores(result)[name]["gap"]``, and a bootstrap over images gives an interval.
+    """
+    if not result.morf_correct or not result.lerf_correct:
+        raise ValueError("road_gap_per_image needs a RoadResult of both orders with per-image correctness: "
+                         "run road(..., orders=('morf', 'lerf'))")
+    f = torch.tensor(result.fractions, dtype=torch.float64)
+    if len(f) < 2 or not bool((f[1:] > f[:-1]).all()):
+        raise ValueError(f"road_gap_per_image needs at least two increasing fractions, got {result.fractions}")
+    span = float(f[-1] - f[0])
+
+    def area(right: Tensor) -> Tensor:  # (repeats, F, N) -> (N,)
+        return torch.trapezoid(right.double().mean(0).T, f, dim=1) / span
+
+    return {name: area(result.lerf_correct[name]) - area(result.morf_correct[name]) for name in result.morf_correct
+            if name in result.lerf_correct}
 
 
 def road_scores(result: RoadResult) -> dict[str, dict[str, float]]:

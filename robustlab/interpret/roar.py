@@ -22,8 +22,8 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from .. import models
-from .._checks import check_choice, check_flag, check_images, check_labels, check_number
-from ..train import TrainConfig, evaluate_accuracy, fit
+from .._checks import check_choice, check_flag, check_images, check_labels, check_number, eval_mode
+from ..train import TrainConfig, fit
 from ._common import FRACTIONS, check_removed, top_pixels
 from ._common import check_attr as _check_attr
 from .controls import random_attribution
@@ -132,6 +132,9 @@ class RoarKarResult(NamedTuple):
         kar: name -> (repeats, len(fractions)) accuracies after keeping only the top pixels.
         unmasked: (repeats,) accuracy of the same recipe on unmodified data.
         epochs: training epochs of each retrained model.
+        roar_correct: name -> (repeats, len(fractions), N_test) bool, per test digit whether the
+            retrained model got it right (for intervals over digits); empty when not recorded.
+        kar_correct: the same for KAR.
     """
 
     fractions: tuple[float, ...]
@@ -139,6 +142,8 @@ class RoarKarResult(NamedTuple):
     kar: dict[str, Tensor]
     unmasked: Tensor
     epochs: int
+    roar_correct: dict[str, Tensor] = {}
+    kar_correct: dict[str, Tensor] = {}
 
 
 def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
@@ -208,26 +213,31 @@ def roar_kar(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
     total = repeats * (1 + len(attributions) * len(fractions) * len(modes))
     bar = tqdm(total=total, desc="ROAR/KAR retraining", disable=not progress)
 
-    def retrain(xa: Tensor, xb: Tensor, r: int) -> float:
+    def retrain(xa: Tensor, xb: Tensor, r: int) -> Tensor:
+        """(N_test,) bool: which masked test digits the freshly trained model gets right."""
         torch.manual_seed(seed + r)
         model = (models.create(arch) if isinstance(arch, str) else arch()).to(x_tr.device)
         config = TrainConfig(method="standard", epochs=epochs, batch_size=batch_size, seed=seed + r)
         fit(model, (xa, y_tr), config, progress=False)
         bar.update(1)
-        return evaluate_accuracy(model, xb, y_te)
+        with torch.no_grad(), eval_mode(model):
+            right = torch.cat([model(xb[i:i + 500]).argmax(1) == y_te[i:i + 500] for i in range(0, len(y_te), 500)])
+        return right.cpu()
 
-    unmasked = torch.tensor([retrain(x_tr, x_te, r) for r in range(repeats)])
-    out = {False: {}, True: {}}
+    unmasked = torch.stack([retrain(x_tr, x_te, r) for r in range(repeats)]).double().mean(1)
+    out: dict[bool, dict[str, Tensor]] = {False: {}, True: {}}
     for name, (a_tr, a_te) in attributions.items():
         for keep in modes:
-            acc = torch.zeros(repeats, len(fractions))
+            right = torch.zeros(repeats, len(fractions), y_te.shape[0], dtype=torch.bool)
             for j, f in enumerate(fractions):
                 xa, xb = masked(x_tr, a_tr, f, keep), masked(x_te, a_te, f, keep)
                 for r in range(repeats):
-                    acc[r, j] = retrain(xa, xb, r)
-            out[keep][name] = acc
+                    right[r, j] = retrain(xa, xb, r)
+            out[keep][name] = right
     bar.close()
-    return RoarKarResult(tuple(fractions), out[False], out[True], unmasked, epochs)
+    accuracy = lambda d: {k: v.double().mean(2).float() for k, v in d.items()}  # noqa: E731
+    return RoarKarResult(tuple(fractions), accuracy(out[False]), accuracy(out[True]), unmasked.float(), epochs,
+                         out[False], out[True])
 
 
 def roar_kar_scores(result: RoarKarResult, baseline: str = "random") -> dict[str, dict[str, float]]:
