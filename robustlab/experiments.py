@@ -120,7 +120,7 @@ def run_roar_kar(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 3,
 def run_roar_fills(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 3, repeats: int = 3,
                    fills: tuple[str, ...] = ("mean", "zero", "blur", "impute"),
                    kar_fills: tuple[str, ...] = ("impute",), root=None, seed: int = 0,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, checkpoint: Path | None = None) -> dict[str, Any]:
     """ROAR (retrained) with every fill, for the gradients of the standard and the Linf-0.3 model
     *and* the model-free controls (the image itself and its Sobel edges; random is the baseline):
     shows which fills leak. A fill under which the image-as-map control scores as well as a
@@ -130,6 +130,9 @@ def run_roar_fills(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 
     Per fill and method the result holds the mean accuracy curves per repeat (the spread over
     retraining seeds), the scores per repeat, and per test digit the score averaged over the
     repeats (``per_digit``: its mean over digits is the score; the claims bootstrap over it).
+
+    With ``checkpoint`` (a JSON path) the result is written there after every fill, and a rerun
+    with the same settings skips the fills already there: a killed run loses one fill at most.
     """
     x_tr, y_tr, x_te, y_te, source = _roar_data(n_train, n_test, root, seed)
     attributions = {}
@@ -144,7 +147,15 @@ def run_roar_fills(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 
     out: dict[str, Any] = {"data": source, "epochs": epochs, "repeats": repeats, "models": {"standard": STANDARD,
                                                                                            "robust": ROBUST},
                            "fills": {}}
+    settings = {**{k: out[k] for k in ("data", "epochs", "repeats", "models")}, "seed": seed,
+                "kar_fills": list(kar_fills)}
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = json.loads(Path(checkpoint).read_text())
+        if saved.get("settings") == settings:
+            out["fills"] = {f: e for f, e in saved["fills"].items() if f in fills}
     for fill in fills:
+        if fill in out["fills"]:
+            continue
         start = time.perf_counter()
         res = interpret.roar_kar((x_tr, y_tr), (x_te, y_te), attributions, repeats=repeats, epochs=epochs,
                                  fill=fill, kar=fill in kar_fills, seed=seed, progress=progress)
@@ -158,6 +169,12 @@ def run_roar_fills(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 
                                           for k, d in _per_digit_scores(res.fractions, correct, mode).items()}
         entry["seconds"] = round(time.perf_counter() - start, 1)
         out["fills"][fill] = entry
+        if checkpoint is not None:
+            Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(checkpoint).with_suffix(".tmp")
+            tmp.write_text(json.dumps({"settings": settings, "fills": out["fills"]}))
+            tmp.replace(checkpoint)
+    out["fills"] = {f: out["fills"][f] for f in fills}
     return out
 
 
@@ -299,10 +316,14 @@ def main(argv: list[str] | None = None) -> int:
         fn = EXPERIMENTS[name]
         code = (fn.func if isinstance(fn, functools.partial) else fn).__code__
         kwargs = {"root": args.data_root} if "root" in code.co_varnames else {}
+        partial = args.out / f".{name}.partial.json"  # long experiments resume from it after a kill
+        if "checkpoint" in code.co_varnames:
+            kwargs["checkpoint"] = partial
         start = time.perf_counter()
         result = fn(**kwargs)
         result["wall_seconds"] = round(time.perf_counter() - start, 1)
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        partial.unlink(missing_ok=True)
         print(f"{name}: {result['wall_seconds']} s -> {args.out / f'{name}.json'}")
     return 0
 

@@ -85,6 +85,30 @@ def test_tradeoff_reads_the_cards_and_the_closed_form():
                                                         "eps": 4 / d ** 0.5}, abs=1e-7)
 
 
+def test_roar_fills_resumes_after_a_kill(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_roar_kar(train, test, attributions, *, fill, kar, repeats, epochs, seed, progress):
+        calls.append(fill)
+        if fill == "blur" and calls.count("blur") == 1:
+            raise KeyboardInterrupt  # killed during the third fill
+        n = test[0].shape[0]
+        correct = {k: torch.ones(repeats, 2, n, dtype=torch.bool) for k in [*attributions, "random"]}
+        acc = {k: v.double().mean(2).float() for k, v in correct.items()}
+        return rl.interpret.RoarKarResult((0.1, 0.5), acc, {}, torch.full((repeats,), 0.9), epochs, correct, {})
+
+    monkeypatch.setattr(ex.interpret, "roar_kar", fake_roar_kar)
+    ckpt = tmp_path / "partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        ex.run_roar_fills(repeats=1, kar_fills=(), progress=False, checkpoint=ckpt)
+    assert calls == ["mean", "zero", "blur"] and set(json.loads(ckpt.read_text())["fills"]) == {"mean", "zero"}
+    res = ex.run_roar_fills(repeats=1, kar_fills=(), progress=False, checkpoint=ckpt)
+    assert calls[3:] == ["blur", "impute"] and list(res["fills"]) == ["mean", "zero", "blur", "impute"]
+    # Other settings do not reuse the checkpoint.
+    ex.run_roar_fills(repeats=2, kar_fills=(), progress=False, checkpoint=ckpt)
+    assert calls[5:] == ["mean", "zero", "blur", "impute"]
+
+
 def test_generation_and_manifold_run_on_the_zoo():
     gen = ex.run_generation(n=8, steps=20, restarts=2, models=("mnist-standard",))
     row = gen["models"]["mnist-standard"]
