@@ -55,6 +55,13 @@ def test_bootstrap_of_a_correlation_flips_when_the_pairing_is_broken():
         claims.bootstrap(rho, a, b[:10])
     with pytest.raises(ValueError, match="at least one array"):
         claims.bootstrap(rho)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        claims.bootstrap(rho, a, np.where(b > 2, np.inf, b))
+
+
+def test_the_toy_claim_runs_from_the_package():
+    c = claims.claim_toy_2d_robust_gradients_follow_data(seeds=2, n=100)
+    assert c.name == "toy_2d_robust_gradients_follow_data" and len(c.detail["alignment_per_seed"]) == 2
 
 
 def test_a_zoo_claim_is_inconclusive_when_both_sides_are_the_same_model(monkeypatch):
@@ -112,6 +119,8 @@ def test_roar_claims_flip_with_the_stored_per_digit_scores(tmp_path):
     _fake_roar_fills(tmp_path, base, rng.permutation(base))
     c = claims.claim_roar_robust_gradient_beats_image_control(results=tmp_path)
     assert c.verdict == "inconclusive" and c.detail["fill"] == "impute"
+    with pytest.raises(ValueError, match="fill 'mean' has no per-digit KAR scores"):
+        claims.claim_kar_robust_gradient_beats_image_control(fill="mean", results=tmp_path)
     with pytest.raises(FileNotFoundError, match="robustlab.experiments roar_fills"):
         claims.claim_roar_robust_gradient_beats_standard(results=tmp_path / "nothing")
 

@@ -228,9 +228,14 @@ def test_generation_optimisers_and_the_ensemble_judge():
     model = tiny_cnn(num_classes=3, size=6, seed=3).eval()
     x = torch.rand(10, 1, 6, 6, generator=gen(11))
     target = (model(x).argmax(1) + 1).remainder(3).detach()
+    judge = tiny_cnn(num_classes=3, size=6, seed=9).eval()
     for optimiser, kw in (("pgd", {}), ("apgd", dict(restarts=2, generator=gen(0)))):
-        res = it.targeted_generation(model, model, x, target, eps=3.0, steps=40, optimiser=optimiser, **kw)
-        assert res.source_success == 1.0 and bool(res.reached.all()) and torch.equal(res.reached, res.judged)
+        res = it.targeted_generation(model, judge, x, target, eps=3.0, steps=40, optimiser=optimiser, **kw)
+        assert res.source_success == 1.0 and bool(res.reached.all())
+        with torch.no_grad():
+            assert torch.equal(res.judged, judge(res.x_gen).argmax(1) == target)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        it.targeted_generation(model, judge, x, target, eps=1.0, optimiser="pgd", steps=0)
     # The ensemble judge is the log of the members' mean softmax.
     a, b = tiny_cnn(num_classes=3, size=6, seed=5).eval(), tiny_cnn(num_classes=3, size=6, seed=6).eval()
     ens = it.Ensemble([a, b])

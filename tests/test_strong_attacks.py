@@ -90,7 +90,7 @@ def test_apgd_towards_a_given_target_optimises_the_whole_budget(norm):
     best = x + eps * (w.sign() if norm == "linf" else w / w.norm())
     for random_start in (False, True):
         x_gen = rl.apgd(model, x, y, eps=eps, norm=norm, steps=60, target=target, random_start=random_start,
-                        restarts=2, generator=torch.Generator().manual_seed(0))
+                        restarts=2 if random_start else 1, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             torch.testing.assert_close(model(x_gen)[:, 1], model(best)[:, 1], atol=1e-6 * float(w.abs().sum()),
                                        rtol=0)
@@ -288,6 +288,8 @@ def test_square_window_schedule():
     (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, target=y + 10), ValueError, "target classes must be < the model's 10"),
     (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, target=y[:1]), ValueError, "target must have shape"),
     (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, random_start=1), TypeError, "random_start"),
+    (lambda m, x, y: rl.apgd(m, x, y, eps=0.3, random_start=False, restarts=2), ValueError,
+     "would repeat one deterministic run"),
     (lambda m, x, y: rl.square(m, x, y, eps=0.3, queries=0), ValueError, "queries must be >= 1"),
     (lambda m, x, y: rl.square(m, x, y, eps=0.3, norm="l0"), ValueError, "unknown norm 'l0'"),
     (lambda m, x, y: rl.square(m, x, y, eps=-1.0), ValueError, "eps must be >= 0"),
@@ -306,3 +308,17 @@ def test_dlr_needs_enough_classes():
     x, y = torch.full((2, 1, 2, 2), 0.5), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="at least 3 classes"):
         rl.apgd(model, x, y, eps=0.1, loss="dlr")
+    three, x3 = _linear_multi(n=2, k=3)
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        rl.apgd(three, x3, torch.tensor([0, 1]), eps=0.1, loss="dlr", target=torch.tensor([1, 2]))
+
+
+def test_apgd_towards_a_target_with_the_dlr_loss_raises_the_target_logit():
+    model, x = _linear_multi(n=6, k=5)
+    y = model(x).argmax(1).detach()
+    target = (y + 1) % 5
+    x_gen = rl.apgd(model, x, y, eps=0.3, steps=30, loss="dlr", target=target, random_start=False)
+    with torch.no_grad():
+        before = (model(x).gather(1, target[:, None]) - model(x).gather(1, y[:, None])).squeeze(1)
+        after = (model(x_gen).gather(1, target[:, None]) - model(x_gen).gather(1, y[:, None])).squeeze(1)
+    assert bool((after > before + 0.1).all())

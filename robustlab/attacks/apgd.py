@@ -124,9 +124,9 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
          generator: torch.Generator | None = None) -> Tensor:
     """Auto-PGD (Croce & Hein, 2020) in the Linf or L2 ball: APGD-CE, APGD-DLR and APGD-T.
 
-    Each run starts uniformly at random in the eps-ball, steps with momentum and halves its
-    step size per example at the checkpoints of :func:`checkpoints`, restarting from the best
-    point. An example already misclassified at ``x`` is returned unchanged; later restarts (and
+    Each run starts uniformly at random in the eps-ball (at ``x`` with ``random_start=False``),
+    steps with momentum and halves its step size per example at the checkpoints of
+    :func:`checkpoints`, restarting from the best point. An example already misclassified at ``x`` is returned unchanged; later restarts (and
     targets) only attack the examples not yet fooled. Per example the result is a misclassified
     point where one was found, else the point of highest loss of the last run.
 
@@ -175,6 +175,9 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
     check_number(n_target_classes, "n_target_classes", low=1, integer=True)
     check_flag(targeted, "targeted")
     check_flag(random_start, "random_start")
+    if not random_start and restarts > 1:
+        raise ValueError(f"restarts={restarts} with random_start=False would repeat one deterministic run; "
+                         f"use restarts=1 or random_start=True")
     check_generator(generator, x)
     if target is not None:
         if targeted:
@@ -195,7 +198,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
             logits = model(x)
         check_logits(logits, y, n)
         k = logits.shape[1]
-        need = 4 if targeted and loss == "dlr" else 3 if loss == "dlr" else 2
+        need = 4 if (targeted or target is not None) and loss == "dlr" else 3 if loss == "dlr" else 2
         if k < need:
             raise ValueError(f"loss={loss!r}{' (targeted)' if targeted else ''} needs a model with at "
                              f"least {need} classes, got {k}; use loss='ce'")
@@ -205,7 +208,7 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
         if target is not None:
             if target.numel() and int(target.max()) >= k:
                 raise ValueError(f"target classes must be < the model's {k} classes, got max target "
-                                 f"{int(target.max())}")
+                                 f"{int(target.max())}; pass class indices in [0, {k - 1}]")
             return _towards(model, x, y, target, eps=eps, geo=geo, steps=steps, loss=loss, restarts=restarts,
                             random_start=random_start, generator=generator)
         runs = n_target_classes if targeted else 1

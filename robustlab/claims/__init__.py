@@ -2,8 +2,9 @@
 
 Each ``claim_*`` function measures one claim of the seed papers or the book on the zoo and
 returns a :class:`Claim`: the effect, signed so that a positive value is what the sentence
-asserts, a 95 % confidence interval (a bootstrap over digits, or over seeds where models are
-retrained) and a verdict from
+asserts, a 95 % confidence interval (a bootstrap over digits; over seeds for the 2-D toy, whose
+models are retrained per seed; for ROAR/KAR over test digits of scores averaged over the
+retrainings, whose per-seed spread is in the detail) and a verdict from
 :func:`verdict`: "supported" when the whole interval is above 0, "not supported" when it is
 below, "inconclusive" when it contains 0. A failed or inconclusive claim is a result too, and
 the book says so where it states the claim.

@@ -100,6 +100,8 @@ def bootstrap(statistic: Callable[..., float], *arrays: Tensor | np.ndarray, res
     n = data[0].shape[0] if data[0].ndim else 0
     if n < 2 or any(a.ndim == 0 or a.shape[0] != n for a in data):
         raise ValueError(f"arrays must share a first dimension N >= 2, got shapes {[a.shape for a in data]}")
+    if not all(np.isfinite(a).all() for a in data):
+        raise ValueError("arrays hold NaN or inf values; drop those rows (e.g. where an attack found nothing) first")
     check_number(resamples, "resamples", low=1, integer=True)
     check_number(level, "level", low=0.0, strict=True)
     if not level < 1:

@@ -56,6 +56,10 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(scipy.stats.spearmanr(a, b).statistic)
 
 
+STATEMENT_DISTANCE = ("The farther a digit lies from the standard model's decision boundary (L2), the better the "
+                      "model's logit gradient aligns with the image (Etmann et al.).")
+
+
 def claim_alignment_grows_with_boundary_distance(*, n: int = 500, steps: int = 200, root=None) -> Claim:
     """Etmann et al. (2019): across digits, the alignment of the logit gradient with the image
     rises with the digit's L2 distance to the decision boundary (FMN's minimal perturbation).
@@ -78,9 +82,12 @@ def claim_alignment_grows_with_boundary_distance(*, n: int = 500, steps: int = 2
             rho, low, high = bootstrap(_spearman, align[found], dist[found])
             per_model[m].update(spearman=rho, low=low, high=high, median_distance=float(dist[found].median()))
     s = per_model[STANDARD]
+    if "spearman" not in s:
+        return Claim("alignment_grows_with_boundary_distance", STATEMENT_DISTANCE, 0.0, 0.0, 0.0, "inconclusive",
+                     {"data": test.source, "reason": f"FMN found only {s['digits']} adversarial examples",
+                      "models": per_model})
     return Claim("alignment_grows_with_boundary_distance",
-                 "The farther a digit lies from the standard model's decision boundary (L2), the better the "
-                 "model's logit gradient aligns with the image (Etmann et al.).",
+                 STATEMENT_DISTANCE,
                  s["spearman"], s["low"], s["high"], verdict(s["low"], s["high"]),
                  {"data": test.source, "distance": f"FMN L2, {steps} steps, on correctly classified digits",
                   "metric": "Spearman correlation of etmann_alignment(logit gradient) with the distance",

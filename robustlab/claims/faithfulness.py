@@ -46,6 +46,11 @@ def _roar_fills(results: Path | None) -> dict:
 
 def _roar_claim(name: str, statement: str, better: str, worse: str, *, fill: str, mode: str, results) -> Claim:
     r = _roar_fills(results)
+    have = [f for f, e in r["fills"].items() if f"{mode}_per_digit" in e]
+    if fill not in have:
+        raise ValueError(f"fill {fill!r} has no per-digit {mode.upper()} scores in roar_fills.json; choose one of "
+                         f"{have} or rerun `python -m robustlab.experiments roar_fills` (KAR: with that fill in "
+                         f"kar_fills)")
     entry = r["fills"][fill]
     per_digit = entry[f"{mode}_per_digit"]
     diff = np.asarray(per_digit[better]) - np.asarray(per_digit[worse])

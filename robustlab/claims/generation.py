@@ -8,9 +8,11 @@ from .. import interpret, report, zoo
 from ._core import L2_ROBUST, ROBUST, STANDARD, Claim, make_claim
 
 JUDGE = "mnist-gaussian-1.0"
-"""The judge: a small CNN trained on Gaussian noise of sigma 1.0, independently of every attacked
-model (a standard model of another architecture, mnist-standard-mlp, is fooled by transfer from
-the standard model's targeted attacks on most digits)."""
+"""The judge: the zoo's small CNN trained on digits with Gaussian noise of sigma 1.0. It is not
+independent of the attacked models in every respect (same architecture, seed and training digits;
+noise training makes it somewhat robust to L2 perturbations, so transfer from an L2-robust model
+is not ruled out); the standard model's images are its transfer control. (The standard MLP,
+mnist-standard-mlp, is fooled by transfer from the standard model on most digits.)"""
 
 
 def _generation_claim(name: str, model_name: str, label: str, *, n: int, eps: float, steps: int, restarts: int,
@@ -29,7 +31,7 @@ def _generation_claim(name: str, model_name: str, label: str, *, n: int, eps: fl
                      "judge_agrees_from_x_alone": first.judge_agreement}
     return make_claim(
         name,
-        f"Large-eps targeted attacks on the {label} model produce images that an independent judge sees as the "
+        f"Large-eps targeted attacks on the {label} model produce images that a separately trained judge sees as the "
         "target class, more often than the same attacks on the standard model (whose images fool the judge only "
         "by transfer).",
         runs[model_name].judged.double() - runs[STANDARD].judged.double(),

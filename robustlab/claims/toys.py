@@ -14,7 +14,7 @@ def claim_toy_2d_robust_gradients_follow_data(*, seeds: int = 10, n: int = 600, 
     """Kim et al. §2.2 on :func:`~robustlab.interpret.kim_2d_data`: per seed (data, initialisation
     and training order), the mean gradient alignment of an L2-PGD-trained MLP minus a standard
     one's; the interval is a bootstrap over seeds (models retrained)."""
-    from .train import TrainConfig, fit
+    from ..train import TrainConfig, fit
 
     diffs, pairs = [], []
     for seed in range(seeds):

@@ -89,6 +89,8 @@ def targeted_generation(model: nn.Module, judge: nn.Module, x: Tensor, target: T
     check_images(x)
     check_labels(target, x, "target")
     check_number(restarts, "restarts", low=1, integer=True)
+    check_number(steps, "steps", low=1, integer=True)
+    check_number(eps, "eps", low=0.0)
     if optimiser == "pgd":
         if restarts != 1:
             raise ValueError(f"restarts applies to optimiser='apgd' only, got restarts={restarts} with 'pgd'")

@@ -210,7 +210,8 @@ def road_gap_per_image(result: RoadResult) -> dict[str, Tensor]:
                          "run road(..., orders=('morf', 'lerf'))")
     f = torch.tensor(result.fractions, dtype=torch.float64)
     if len(f) < 2 or not bool((f[1:] > f[:-1]).all()):
-        raise ValueError(f"road_gap_per_image needs at least two increasing fractions, got {result.fractions}")
+        raise ValueError(f"road_gap_per_image needs at least two increasing fractions, got {result.fractions}; "
+                         "run road with sorted fractions")
     span = float(f[-1] - f[0])
 
     def area(right: Tensor) -> Tensor:  # (repeats, F, N) -> (N,)
