@@ -126,9 +126,10 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "lin
 
     Each run starts uniformly at random in the eps-ball (at ``x`` with ``random_start=False``),
     steps with momentum and halves its step size per example at the checkpoints of
-    :func:`checkpoints`, restarting from the best point. An example already misclassified at ``x`` is returned unchanged; later restarts (and
-    targets) only attack the examples not yet fooled. Per example the result is a misclassified
-    point where one was found, else the point of highest loss of the last run.
+    :func:`checkpoints`, restarting from the best point. An example already misclassified at ``x``
+    is returned unchanged; later restarts (and targets) only attack the examples not yet fooled.
+    Per example the result is a misclassified point where one was found, else the point of
+    highest loss of the last run.
 
     With ``targeted=True`` this is APGD-T: ``y`` are still the *true* labels, and the attack
     runs once per target class, taking as targets the ``n_target_classes`` classes the model
