@@ -40,7 +40,7 @@ from .generation import (
     claim_l2_robust_generation_looks_like_target,
     claim_linf_robust_generation_looks_like_target,
 )
-from .manifold import claim_robust_adversarials_nearer_manifold
+from .manifold import claim_robust_adversarials_nearer_manifold, claim_robust_adversarials_nearer_vaegan_manifold
 from .registry import CLAIMS, MARKER, PAGES, main, marker_problems, measure_all, pages_stating
 from .sanity import claim_robust_maps_insensitive_to_top_layer, claim_robust_maps_set_by_first_layer
 from .toys import claim_toy_2d_robust_gradients_follow_data
@@ -60,7 +60,7 @@ __all__ = ["VERDICTS", "Claim", "verdict", "paired_bootstrap", "bootstrap", "mak
            "claim_kar_robust_gradient_beats_standard",
            "claim_l2_robust_generation_looks_like_target",
            "claim_linf_robust_generation_looks_like_target",
-           "claim_robust_adversarials_nearer_manifold",
+           "claim_robust_adversarials_nearer_manifold", "claim_robust_adversarials_nearer_vaegan_manifold",
            "claim_robust_maps_insensitive_to_top_layer",
            "claim_robust_maps_set_by_first_layer",
            "claim_toy_2d_robust_gradients_follow_data",

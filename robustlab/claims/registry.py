@@ -26,7 +26,7 @@ from .faithfulness import (
     claim_roar_robust_gradient_beats_standard,
 )
 from .generation import claim_l2_robust_generation_looks_like_target, claim_linf_robust_generation_looks_like_target
-from .manifold import claim_robust_adversarials_nearer_manifold
+from .manifold import claim_robust_adversarials_nearer_manifold, claim_robust_adversarials_nearer_vaegan_manifold
 from .sanity import claim_robust_maps_insensitive_to_top_layer, claim_robust_maps_set_by_first_layer
 from .toys import claim_toy_2d_robust_gradients_follow_data
 from .tradeoff import claim_clean_accuracy_falls_with_training_eps
@@ -47,6 +47,7 @@ CLAIMS: dict[str, Callable[..., Claim]] = {
     "kar_robust_gradient_beats_standard": claim_kar_robust_gradient_beats_standard,
     "clean_accuracy_falls_with_training_eps": claim_clean_accuracy_falls_with_training_eps,
     "robust_adversarials_nearer_manifold": claim_robust_adversarials_nearer_manifold,
+    "robust_adversarials_nearer_vaegan_manifold": claim_robust_adversarials_nearer_vaegan_manifold,
     "robust_maps_insensitive_to_top_layer": claim_robust_maps_insensitive_to_top_layer,
     "robust_maps_set_by_first_layer": claim_robust_maps_set_by_first_layer,
     "toy_2d_robust_gradients_follow_data": claim_toy_2d_robust_gradients_follow_data,

@@ -64,6 +64,10 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist-standard-mlp": ("mlp", dict(_BASE, method="standard", epochs=10, shift=2, seed=1)),
     # The learned manifold for Kim et al.'s manifold distance (a VAE, not a classifier).
     "mnist-vae": ("vae", dict(method="vae", latent=16, hidden=512, epochs=20, batch_size=128, lr=1e-3, seed=0)),
+    # The same VAE trained as a VAE-GAN (Larsen et al. 2016), the manifold model Kim et al. project
+    # onto; only its encoder and decoder are kept (the discriminator is a training device).
+    "mnist-vaegan": ("vae", dict(method="vaegan", latent=16, hidden=512, epochs=20, batch_size=128, lr=1e-3,
+                                 disc_lr=2e-4, gamma=1.0, adv_weight=1.0, seed=0)),
 }
 
 # Models that are in the zoo as lessons, not as tools, or whose recipe has a story: the note goes into
@@ -81,6 +85,14 @@ NOTES: dict[str, str] = {
         "training accuracy was above 0.9 - catastrophic overfitting from the start, which a guard that "
         "looks for a drop cannot see - and recovered from epoch 7 as the learning rate fell. One seed; "
         "FGSM training is known to depend on it. Its robustness is the attack suite's record, not the guard's."),
+    "mnist-vaegan": (
+        "The VAE of mnist-vae (same size, latent 16) trained with Larsen et al.'s VAE-GAN objective: pixel "
+        "reconstruction + KL + the squared distance in the discriminator's features (gamma 1) + the generator's "
+        "adversarial loss (weight 1); only the encoder and decoder are kept. The weights 1 and 1 are the untuned "
+        "defaults: in a 10-epoch trial on 4,000 of the embedded digits (the validation set) the plain VAE "
+        "projected 500 held-out ones nearer (L2 5.1) than the VAE-GAN with gamma/adversarial weights 1/1 (7.0), "
+        "0.1/1 (5.8) or 1/0.1 (6.8); a sharper decoder is not an L2-nearer one, and no weight was chosen to "
+        "move the manifold claim."),
     "mnist-ibp-linf-0.3": (
         "Interval bound propagation (Gowal et al. 2018) on the wider CNN (models.WideCNN, 1.6 M parameters), "
         "trained at eps 0.35 to be verified at 0.3. The training eps was chosen on a validation set, the "
@@ -93,7 +105,7 @@ NOTES: dict[str, str] = {
         "reached 93.4 % clean and 79.4 % IBP-verified on the first 2,000 test digits: interval bounds need capacity."),
 }
 
-GENERATIVE = ("vae",)
+GENERATIVE = ("vae", "vaegan")
 """Methods whose zoo entries are generative models, not classifiers."""
 
 
@@ -191,7 +203,7 @@ def build(name: str, *, out: str | Path | None = None, data_root: str | Path | N
     if name not in RECIPES:
         raise ZooError(f"no recipe for {name!r}; known recipes: {', '.join(RECIPES)}")
     arch, fields = RECIPES[name]
-    if fields["method"] == "vae":
+    if fields["method"] in GENERATIVE:
         return _build_vae(name, fields, out=out, data_root=data_root, progress=progress)
     config = train.TrainConfig(**fields)
     config.validate()
@@ -209,15 +221,17 @@ def build(name: str, *, out: str | Path | None = None, data_root: str | Path | N
 
 
 def _build_vae(name: str, fields: dict[str, Any], *, out, data_root, progress: bool) -> dict[str, Any]:
-    """``build`` for a VAE recipe: trains with ``interpret.train_vae`` and writes weights + card."""
+    """``build`` for a VAE recipe: trains with ``models.train_vae`` (or ``models.train_vaegan`` for
+    ``method="vaegan"``) and writes weights + card."""
     from .. import interpret
 
     out = ZOO_DIR if out is None else Path(out)
     x, _ = data.load("mnist", "train", root=data_root, download=False, exclude_embedded=True)
     kwargs = {k: fields[k] for k in ("latent", "hidden")}
+    train_kwargs = {k: v for k, v in fields.items() if k not in ("method", "latent", "hidden")}
+    trainer = models.train_vaegan if fields["method"] == "vaegan" else models.train_vae
     start = time.perf_counter()
-    vae, history = interpret.train_vae(x, epochs=fields["epochs"], batch_size=fields["batch_size"],
-                                       lr=fields["lr"], seed=fields["seed"], progress=progress, **kwargs)
+    vae, history = trainer(x, progress=progress, **kwargs, **train_kwargs)
     seconds = time.perf_counter() - start
 
     def metrics() -> dict[str, float]:
@@ -227,7 +241,7 @@ def _build_vae(name: str, fields: dict[str, Any], *, out, data_root, progress: b
         return {"embedded_neg_elbo": neg_elbo,
                 "embedded_manifold_distance": float(interpret.manifold_distance(vae, emb.x).mean())}
 
-    return _save(name, out, vae, arch="vae", arch_kwargs=kwargs, method="vae", config=dict(fields),
+    return _save(name, out, vae, arch="vae", arch_kwargs=kwargs, method=fields["method"], config=dict(fields),
                  examples=int(x.shape[0]), seed=fields["seed"], seconds=seconds, history=history, stopped=None,
                  metrics=metrics)
 
