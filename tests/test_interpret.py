@@ -267,38 +267,6 @@ def test_vae_learns_and_projection_is_closer_for_data_than_for_noise():
     assert float(refined.mean()) < float(it.manifold_distance(vae, noise).mean())
 
 
-def test_vaegan_trains_both_players_and_returns_a_vae():
-    x, _, _ = synthetic_patch_data(600, 11)
-    vae, hist = models.train_vaegan(x, latent=4, hidden=64, epochs=8, batch_size=64, lr=3e-3, disc_lr=1e-3,
-                                    progress=False)
-    assert type(vae) is models.VAE and not vae.training
-    assert hist[-1]["neg_elbo"] < 0.9 * hist[0]["neg_elbo"]
-    # The critic learned something: better than chance at telling data from decoded images.
-    assert max(h["disc_accuracy"] for h in hist) > 0.6
-    d_data = it.manifold_distance(vae, x[:50])
-    noise = torch.rand(50, 1, 12, 12, generator=gen(12))
-    assert float(d_data.mean()) < float(it.manifold_distance(vae, noise).mean())
-    again, _ = models.train_vaegan(x, latent=4, hidden=64, epochs=8, batch_size=64, lr=3e-3, disc_lr=1e-3,
-                                   progress=False)
-    assert torch.equal(again(x[:5]), vae(x[:5]))
-
-
-def test_vaegan_losses_keep_the_players_apart():
-    vae = models.create("vae", latent=3, hidden=16, size=8)
-    disc = models.Discriminator(hidden=16, size=8)
-    x = torch.rand(6, 1, 8, 8, generator=gen(3))
-    vae_total, disc_total, stats = models.vaegan_losses(vae, disc, x, generator=gen(4))
-    assert set(stats) == {"neg_elbo", "feature", "disc_accuracy"} and 0.0 <= stats["disc_accuracy"] <= 1.0
-    # The critic's loss sees the fakes detached: no gradient reaches the VAE through it.
-    grads = torch.autograd.grad(disc_total, list(vae.parameters()), allow_unused=True, retain_graph=True)
-    assert all(g is None for g in grads)
-    # The VAE's loss does depend on the decoder (through pixels, features and the adversarial term).
-    dec = torch.autograd.grad(vae_total, list(vae.decoder.parameters()))
-    assert all(bool(g.abs().sum() > 0) for g in dec)
-    with pytest.raises(ValueError, match="gamma"):
-        models.train_vaegan(torch.rand(4, 1, 8, 8), gamma=-1.0, progress=False)
-
-
 def test_vae_architecture_maps_images_to_images():
     vae = models.create("vae", latent=3, hidden=16, size=8)
     x = torch.rand(5, 1, 8, 8)

@@ -12,10 +12,10 @@ from torch import nn
 
 from .classifiers import MLP, MadryCNN, Normalize, PreActResNet18, SmallCNN, WideCNN
 from .vae import VAE, train_vae, vae_loss
-from .vaegan import Discriminator, train_vaegan, vaegan_losses
+from .vaegan import Discriminator, train_vaegan, vaegan_losses, vaegan_step
 
 __all__ = ["Normalize", "MadryCNN", "SmallCNN", "WideCNN", "MLP", "PreActResNet18", "VAE", "vae_loss", "train_vae",
-           "Discriminator", "vaegan_losses", "train_vaegan", "ARCHITECTURES", "create"]
+           "Discriminator", "vaegan_losses", "vaegan_step", "train_vaegan", "ARCHITECTURES", "create"]
 
 ARCHITECTURES = {"madry-cnn": MadryCNN, "small-cnn": SmallCNN, "wide-cnn": WideCNN, "mlp": MLP,
                  "preact-resnet18": PreActResNet18, "vae": VAE}
