@@ -22,8 +22,9 @@ from torch import Tensor
 from . import attacks, data, interpret, report, saliency, zoo
 from .train import evaluate_accuracy
 
-__all__ = ["EXPERIMENTS", "run_alignment", "run_transfer", "run_fgsm_table", "run_roar_kar", "run_roar_fills",
-           "run_manifold", "run_generation", "run_toy_2d", "run_tradeoff", "main"]
+__all__ = ["EXPERIMENTS", "INTERPRET", "run_alignment", "run_transfer", "run_fgsm_table", "run_roar_kar",
+           "run_roar_fills", "run_manifold", "run_generation", "run_toy_2d", "run_tradeoff", "run_robust_overfitting",
+           "main"]
 
 STANDARD, ROBUST = "mnist-standard", "mnist-pgd-linf-0.3"
 
@@ -293,18 +294,65 @@ def run_tradeoff() -> dict[str, Any]:
     return {"zoo": curve, "toy": {f"d={d}": interpret.tsipras_accuracies(d=d, p=0.95) for d in (100, 1000, 10_000)}}
 
 
+def run_robust_overfitting(*, n_train: int = 4000, epochs: int = 60, eps: float = 0.2, steps: int = 10,
+                           ramp_epochs: int = 5, control_epochs: int = 5, seed: int = 0,
+                           checkpoint=None) -> dict[str, Any]:
+    """Rice et al.'s robust overfitting on a small training set: PGD-AT of the small CNN on
+    ``n_train`` embedded digits for ``epochs`` epochs at a constant learning rate (eps ramped over
+    ``ramp_epochs``), with held-out clean/FGSM/PGD accuracy (the other embedded digits) and PGD
+    accuracy on 1,000 training digits after every epoch. A control run of ``control_epochs``
+    epochs without the ramp shows what the ramp is for. Resumes from ``checkpoint`` (its .pt
+    twins) after a kill."""
+    from .models import create
+    from .train import TrainConfig, best_epoch, fit, robust_probe
+
+    emb = data.embedded_mnist()
+    perm = torch.randperm(len(emb.y), generator=torch.Generator().manual_seed(seed))
+    tr, val = perm[:n_train], perm[n_train:]
+    probe_val = robust_probe(emb.x[val], emb.y[val], eps=eps, steps=steps, prefix="heldout")
+    probe_train = robust_probe(emb.x[tr[:1000]], emb.y[tr[:1000]], eps=eps, steps=steps, prefix="train", fgsm=False)
+    histories = {}
+    for run, (n_epochs, ramp) in {"control": (control_epochs, 0), "main": (epochs, ramp_epochs)}.items():
+        config = TrainConfig(method="pgd", eps=eps, steps=steps, epochs=n_epochs, eps_ramp_epochs=ramp,
+                             batch_size=100, schedule="constant", seed=seed)
+        torch.manual_seed(seed)
+        model = create("small-cnn")
+        ckpt = Path(checkpoint).with_suffix(f".{run}.pt") if checkpoint is not None else None
+        result = fit(model, (emb.x[tr], emb.y[tr]), config, checkpoint=ckpt, progress=False,
+                     on_epoch=lambda epoch, m: {**probe_val(epoch, m), **probe_train(epoch, m)})
+        histories[run] = (config, result.history)
+    config, history = histories["main"]
+    best = best_epoch(history)
+    probes = ("heldout_clean", "heldout_fgsm", "heldout_pgd", "train_clean", "train_pgd")
+    out = {"data": f"embedded MNIST: {n_train} training digits, {len(val)} held out (seed {seed})",
+           "config": config.to_dict(), "probe": f"PGD-{steps} Linf eps={eps}, one run, fixed start per epoch",
+           "history": history, "best_epoch": best, "best": {k: history[best - 1][k] for k in probes},
+           "final": {k: history[-1][k] for k in probes},
+           "control": {"what": f"the same run without the eps ramp, {control_epochs} epochs",
+                       "config": histories["control"][0].to_dict(), "history": histories["control"][1]}}
+    if checkpoint is not None:
+        for run in histories:
+            Path(checkpoint).with_suffix(f".{run}.pt").unlink(missing_ok=True)
+    return out
+
+
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "alignment": run_alignment, "transfer": run_transfer, "fgsm_table": run_fgsm_table, "roar_kar": run_roar_kar,
     "roar_kar_zero_fill": functools.partial(run_roar_kar, fill=0.0), "roar_fills": run_roar_fills,
     "manifold": run_manifold,
     "generation": run_generation, "toy_2d": run_toy_2d, "tradeoff": run_tradeoff,
+    "robust_overfitting": run_robust_overfitting,
 }
+# What a run without names does (``make interpret-results``); the training-dynamics experiment
+# writes to its own folder (``make training-results``).
+INTERPRET = tuple(name for name in EXPERIMENTS if name != "robust_overfitting")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m robustlab.experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", help=f"experiments to run (default: all): {', '.join(EXPERIMENTS)}")
+    parser.add_argument("names", nargs="*", help=f"experiments to run: {', '.join(EXPERIMENTS)} "
+                        f"(default: the interpretability ones, {', '.join(INTERPRET)})")
     parser.add_argument("--out", type=Path, default=Path("results/interpret"), help="output folder")
     parser.add_argument("--data-root", default=None, help="MNIST root in torchvision's layout")
     args = parser.parse_args(argv)
@@ -312,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown experiments {unknown}; known: {', '.join(EXPERIMENTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.names or list(EXPERIMENTS):
+    for name in args.names or list(INTERPRET):
         fn = EXPERIMENTS[name]
         code = (fn.func if isinstance(fn, functools.partial) else fn).__code__
         kwargs = {"root": args.data_root} if "root" in code.co_varnames else {}
@@ -322,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         result = fn(**kwargs)
         result["wall_seconds"] = round(time.perf_counter() - start, 1)
+        result["torch"] = torch.__version__  # numbers differ slightly across versions
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         partial.unlink(missing_ok=True)
         print(f"{name}: {result['wall_seconds']} s -> {args.out / f'{name}.json'}")

@@ -4,6 +4,7 @@ version, and both in a real browser (the Voila app and the book page)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import nbformat
 import pytest
 import torch
 
+import robustlab as rl
 from robustlab import widgets, zoo
 
 from .browser import artifacts_dir, browser_page, serve
@@ -242,3 +244,46 @@ def test_static_explorer_page_in_a_browser(book_html):
         root.locator(".rl-image").select_option("1")  # another digit, same epsilon
         assert frame.get_attribute("src") not in (src, at_max) and value.inner_text() == "0.300"
         assert not page.errors, page.errors
+
+
+def test_min_norm_distances_match_a_linear_models_closed_form():
+    # Two classes, logit difference (w1 - w0).x + b1 - b0: the L2 distance to the boundary is
+    # |margin| / ||w1 - w0||_2, as long as the nearest boundary point lies inside [0, 1].
+    g = torch.Generator().manual_seed(0)
+    weight = torch.zeros(2, 1, 6, 6)
+    weight[1] = torch.randn(1, 6, 6, generator=g)
+    x = 0.4 + 0.2 * torch.rand(3, 1, 6, 6, generator=g)
+    bias = torch.tensor([0.0, -float((x[0].flatten() @ weight[1].flatten()).item()) + 0.3])
+    model = rl.testing.LinearMulti(weight, bias).eval()
+    y = model(x).argmax(1)
+    margin = (model(x)[:, 1] - model(x)[:, 0]).abs()
+    expected = margin / weight[1].norm()
+    data = widgets.ExplorerData({"a": model, "b": model}, x, y)
+    found = [data.min_norm(i, "l2")["a"] for i in range(3)]
+    assert found == pytest.approx(expected.tolist(), rel=0.02)
+    assert data.min_norm(0, "l2") == data.min_norm(0, "L2")  # cached, and the norm name is checked
+    with pytest.raises(ValueError, match="norm"):
+        data.min_norm(0, "l1")
+    with pytest.raises(ValueError, match=r"index must lie in \[0, 2\], got 5"):
+        data.min_norm(5, "l2")
+
+
+def test_static_explorer_is_built_from_its_template_with_min_norm_distances(models, digits):
+    page = widgets.static_explorer(models, x=digits[0], y=digits[1], n_images=2, eps_grid=[0.0, 0.3])
+    assert "$" not in page.replace("$$", "")  # every placeholder of explorer.html was filled
+    assert "smallest fooling perturbation (FMN, linf)" in page
+    data = widgets.ExplorerData(models, digits[0][:2], digits[1][:2])
+    stored = json.loads(page.split("const minNorms = ", 1)[1].split(";", 1)[0])
+    for i in range(2):  # JSON has no infinity: "none found" is null
+        expected = {k: (v if v != float("inf") else None) for k, v in data.min_norm(i, "linf").items()}
+        assert stored[i] == pytest.approx(expected)
+
+
+def test_the_perturbation_has_a_zero_centred_diverging_colour_bar(models, digits):
+    data = widgets.ExplorerData(models, *digits)
+    renderer = widgets.FrameRenderer(list(models))
+    renderer.render(data.frame(0, "linf", "pgd", 0.2, "gradient"))
+    perturbation = renderer.images[0][2]
+    low, high = perturbation.get_clim()
+    assert low == -high and high > 0 and perturbation.get_cmap().name == "RdBu_r"
+    assert perturbation.colorbar is not None

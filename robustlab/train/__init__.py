@@ -23,6 +23,9 @@ Methods (``TrainConfig.method``):
   ``beta * CROWN-IBP + (1 - beta) * IBP`` (:func:`robustlab.bounds.crown_ibp_logits`), beta
   ramped from 1 to 0 with eps.
 
+``fit(..., on_epoch=robust_probe(x_val, y_val, eps=...))`` records held-out clean, FGSM and PGD
+accuracy after every epoch (training curves, early stopping with :func:`best_epoch`).
+
 Every epoch's randomness (shuffling, random starts, noise, dropout) is derived from
 ``(seed, epoch)``, so a run killed and resumed from its last checkpoint ends with the same
 weights as an uninterrupted one. Under ``torchrun`` the loop uses DistributedDataParallel: each
@@ -32,8 +35,9 @@ process takes its share of every global batch, so the run matches a single proce
 from __future__ import annotations
 
 from .config import ADVERSARIAL, CERTIFIED, METHODS, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult
+from .curves import best_epoch, robust_probe
 from .loop import evaluate_accuracy, fit
 from .losses import random_shift, training_loss
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "training_loss", "METHODS", "evaluate_accuracy",
-           "random_shift", "ADVERSARIAL", "CERTIFIED", "SCHEDULES", "OPTIMIZERS"]
+           "random_shift", "ADVERSARIAL", "CERTIFIED", "SCHEDULES", "OPTIMIZERS", "robust_probe", "best_epoch"]

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -77,7 +77,8 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
-        checkpoint: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+        checkpoint: str | os.PathLike | None = None, progress: bool = True,
+        on_epoch: Callable[[int, nn.Module], Mapping[str, float]] | None = None) -> TrainResult:
     """Trains ``model`` in place on ``data = (x, y)`` with ``config``'s method.
 
     With ``checkpoint``, the state (weights, optimizer, history) is written atomically after
@@ -92,6 +93,9 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
         config: the recipe (method, epochs, optimiser, threat model, seed ...).
         checkpoint: path of the checkpoint file to write and to resume from.
         progress: show a tqdm bar per epoch with the running loss and accuracy.
+        on_epoch: called after every epoch as ``on_epoch(epoch, model)`` (epochs count from 1,
+            the model in eval mode); the numbers it returns join that epoch's history row and
+            its checkpoint, e.g. held-out robust accuracy for a training curve or early stopping.
 
     Returns:
         A :class:`TrainResult` with the per-epoch history.
@@ -99,6 +103,8 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a robustlab.train.TrainConfig, got {type(config).__name__}")
     config.validate()
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"on_epoch must be a function (epoch, model) -> dict, got {type(on_epoch).__name__}")
     if data is None or len(data) != 2:
         raise ValueError("data must be a pair (x, y) of tensors, e.g. robustlab.data.load('mnist', 'train')")
     x, y = data
@@ -217,6 +223,15 @@ def fit(model: nn.Module, data: Sequence[Tensor], config: TrainConfig, *,
             elif guarded:
                 best_guard = max(best_guard, row["guard_accuracy"])
                 previous_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            model.eval()
+            extra = on_epoch(epoch + 1, model)
+            if not isinstance(extra, Mapping):
+                raise TypeError(f"on_epoch must return a dict of numbers, got {type(extra).__name__}")
+            clash = sorted(set(extra) & set(row))
+            if clash:
+                raise ValueError(f"on_epoch returned {clash}, which the history row already has; rename them")
+            row.update({str(k): float(v) for k, v in extra.items()})
         history.append(row)
         log.info("epoch %d: %s", epoch + 1, row)
         if ckpt_path is not None and rank == 0:
