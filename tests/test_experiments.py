@@ -137,7 +137,8 @@ def test_generation_and_manifold_run_on_the_zoo():
 def test_main_writes_json(tmp_path):
     assert ex.main(["tradeoff", "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / "tradeoff.json").read_text())
-    assert written.pop("wall_seconds") >= 0 and written == json.loads(json.dumps(ex.run_tradeoff()))
+    assert written.pop("wall_seconds") >= 0 and written.pop("torch") == torch.__version__
+    assert written == json.loads(json.dumps(ex.run_tradeoff()))
     with pytest.raises(SystemExit):
         ex.main(["nothing"])
 
@@ -176,3 +177,25 @@ def test_roar_fills_runs_every_fill_with_the_model_free_controls(monkeypatch):
             assert np.mean(per_repeat) == pytest.approx(expected[name][mode], abs=1e-6)
             assert np.mean(impute[f"{mode}_per_digit"][name]) == pytest.approx(expected[name][mode], abs=1e-4)
     assert res["data"].startswith("embedded held-out set")
+
+
+def test_robust_overfitting_records_its_curves_and_control_and_cleans_up(tmp_path):
+    ckpt = tmp_path / ".robust_overfitting.partial.json"
+    res = ex.run_robust_overfitting(n_train=4900, epochs=2, control_epochs=1, ramp_epochs=1, steps=2,
+                                    checkpoint=ckpt)
+    assert res["data"].startswith("embedded MNIST: 4900 training digits, 100 held out")
+    assert len(res["history"]) == 2 and len(res["control"]["history"]) == 1
+    assert res["control"]["config"]["eps_ramp_epochs"] == 0 and res["config"]["eps_ramp_epochs"] == 1
+    for row in res["history"]:
+        assert 0 <= row["heldout_pgd"] <= row["heldout_clean"] <= 1 and 0 <= row["train_pgd"] <= row["train_clean"]
+    best = res["best_epoch"]
+    assert res["best"]["heldout_pgd"] == max(h["heldout_pgd"] for h in res["history"])
+    assert res["best"] == {k: res["history"][best - 1][k] for k in res["best"]}
+    assert not list(tmp_path.glob("*.pt"))  # the per-run checkpoints are removed once the result exists
+
+
+def test_main_records_the_torch_version(tmp_path, monkeypatch):
+    monkeypatch.setitem(ex.EXPERIMENTS, "tiny", lambda: {"value": 1})
+    assert ex.main(["tiny", "--out", str(tmp_path)]) == 0
+    stored = json.loads((tmp_path / "tiny.json").read_text())
+    assert stored["torch"] == torch.__version__ and stored["value"] == 1

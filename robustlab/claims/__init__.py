@@ -25,6 +25,8 @@ from ._core import L2_ROBUST, ROBUST, STANDARD, VERDICTS, Claim, bootstrap, make
 from .alignment import (
     claim_alignment_grows_with_boundary_distance,
     claim_l2_robust_gradients_align_with_image,
+    claim_madry_l2_gradients_align_with_image,
+    claim_madry_linf_gradients_align_with_image,
     claim_robust_alignment_beats_random_weights,
     claim_robust_gradients_align_with_image,
 )
@@ -37,6 +39,8 @@ from .faithfulness import (
 )
 from .generation import (
     JUDGE,
+    MADRY_JUDGE,
+    claim_l2_robust_generation_judged_by_madry_model,
     claim_l2_robust_generation_looks_like_target,
     claim_linf_robust_generation_looks_like_target,
 )
@@ -51,6 +55,9 @@ __all__ = ["VERDICTS", "Claim", "verdict", "paired_bootstrap", "bootstrap", "mak
            "L2_ROBUST",
            "claim_alignment_grows_with_boundary_distance",
            "claim_l2_robust_gradients_align_with_image",
+           "claim_madry_linf_gradients_align_with_image",
+           "claim_madry_l2_gradients_align_with_image",
+           "claim_l2_robust_generation_judged_by_madry_model", "MADRY_JUDGE",
            "claim_robust_alignment_beats_random_weights",
            "claim_robust_gradients_align_with_image",
            "claim_road_favours_robust_gradients_over_controls",

@@ -35,6 +35,22 @@ def claim_l2_robust_gradients_align_with_image(*, n: int = 1000, root=None) -> C
                             n=n, root=root)
 
 
+MADRY_LINF, MADRY_L2 = "mnist-madry-pgd-linf-0.3", "mnist-madry-pgd-l2-2.0"
+
+
+def claim_madry_linf_gradients_align_with_image(*, n: int = 1000, root=None) -> Claim:
+    """Does capacity give the digit-like maps of Tsipras et al.'s figure? The same comparison for
+    the Linf-0.3 model of Madry et al.'s architecture (2 conv + 1,024-unit dense layer)."""
+    return _alignment_claim("madry_linf_gradients_align_with_image", MADRY_LINF,
+                            "Linf-0.3 adversarially trained Madry-architecture", n=n, root=root)
+
+
+def claim_madry_l2_gradients_align_with_image(*, n: int = 1000, root=None) -> Claim:
+    """The same for the L2-2.0 model of Madry et al.'s architecture."""
+    return _alignment_claim("madry_l2_gradients_align_with_image", MADRY_L2,
+                            "L2-2.0 adversarially trained Madry-architecture", n=n, root=root)
+
+
 def claim_robust_alignment_beats_random_weights(*, n: int = 1000, root=None, seed: int = 0) -> Claim:
     """The control for alignment: the same architecture with randomised weights (Adebayo et al.),
     whose gradient alignment comes from the architecture alone."""

@@ -15,11 +15,18 @@ is not ruled out); the standard model's images are its transfer control. (The st
 mnist-standard-mlp, is fooled by transfer from the standard model on most digits.)"""
 
 
+MADRY_JUDGE = "mnist-madry-pgd-linf-0.3"
+"""A second judge of another kind: Madry et al.'s larger architecture (two convolutions and a
+1,024-unit dense layer), adversarially trained at Linf 0.3, with its own initialisation. Robust
+models are hard to fool by transfer, which is what a judge must be; it shares the training
+digits and the zoo's recipe style with the attacked models."""
+
+
 def _generation_claim(name: str, model_name: str, label: str, *, n: int, eps: float, steps: int, restarts: int,
-                      root, seed: int) -> Claim:
+                      root, seed: int, judge_name: str = JUDGE) -> Claim:
     test = report.eval_set(root=root, n=n)
     target = (test.y + 1) % 10
-    judge = zoo.load(JUDGE)
+    judge = zoo.load(judge_name)
     runs, detail = {}, {}
     for m in (model_name, STANDARD):
         res = interpret.targeted_generation(zoo.load(m), judge, test.x, target, eps=eps, steps=steps,
@@ -35,7 +42,7 @@ def _generation_claim(name: str, model_name: str, label: str, *, n: int, eps: fl
         "target class, more often than the same attacks on the standard model (whose images fool the judge only "
         "by transfer).",
         runs[model_name].judged.double() - runs[STANDARD].judged.double(),
-        {"data": test.source, "target": "(y + 1) mod 10", "judge": JUDGE,
+        {"data": test.source, "target": "(y + 1) mod 10", "judge": judge_name,
          "attack": f"APGD-CE towards the target, L2 eps {eps}, {steps} steps, {restarts} restarts (the first "
                    f"from x, the others from random points of the ball), best point kept",
          "control": f"the judge's agreement on the standard model's images ({STANDARD})",
@@ -56,3 +63,12 @@ def claim_linf_robust_generation_looks_like_target(*, n: int = 200, eps: float =
     x alone reaches the target on few digits: see the detail); random restarts get past that."""
     return _generation_claim("linf_robust_generation_looks_like_target", ROBUST, "Linf-0.3 adversarially trained",
                              n=n, eps=eps, steps=steps, restarts=restarts, root=root, seed=seed)
+
+
+def claim_l2_robust_generation_judged_by_madry_model(*, n: int = 200, eps: float = 6.0, steps: int = 100,
+                                                     restarts: int = 4, root=None, seed: int = 0) -> Claim:
+    """The L2-2.0 model's generations against the standard model's, judged by the Linf-trained
+    model of Madry et al.'s architecture instead of the noise-trained small CNN."""
+    return _generation_claim("l2_robust_generation_judged_by_madry_model", L2_ROBUST, "L2-2.0 adversarially trained",
+                             n=n, eps=eps, steps=steps, restarts=restarts, root=root, seed=seed,
+                             judge_name=MADRY_JUDGE)
