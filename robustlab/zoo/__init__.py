@@ -68,10 +68,6 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     # onto; only its encoder and decoder are kept (the discriminator is a training device).
     "mnist-vaegan": ("vae", dict(method="vaegan", latent=16, hidden=512, epochs=20, batch_size=128, lr=1e-3,
                                  disc_lr=2e-4, gamma=1.0, adv_weight=1.0, seed=0)),
-    # Madry et al.'s MNIST architecture (2 conv + 1,024-unit dense layer, about 3.3 M parameters):
-    # PGD-7 training (their PGD-40 would take several times longer on a CPU), eps ramped over 3 epochs.
-    "mnist-madry-pgd-linf-0.3": ("madry-cnn", dict(_BASE, method="pgd", eps=0.3, steps=7, epochs=12,
-                                                   eps_ramp_epochs=3)),
 }
 
 # Models that are in the zoo as lessons, not as tools, or whose recipe has a story: the note goes into
