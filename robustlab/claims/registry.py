@@ -26,7 +26,11 @@ from .faithfulness import (
     claim_roar_robust_gradient_beats_image_control,
     claim_roar_robust_gradient_beats_standard,
 )
-from .generation import claim_l2_robust_generation_looks_like_target, claim_linf_robust_generation_looks_like_target
+from .generation import (
+    claim_l2_robust_generation_judged_by_madry_model,
+    claim_l2_robust_generation_looks_like_target,
+    claim_linf_robust_generation_looks_like_target,
+)
 from .manifold import claim_robust_adversarials_nearer_manifold, claim_robust_adversarials_nearer_vaegan_manifold
 from .sanity import claim_robust_maps_insensitive_to_top_layer, claim_robust_maps_set_by_first_layer
 from .toys import claim_toy_2d_robust_gradients_follow_data
@@ -56,6 +60,7 @@ CLAIMS: dict[str, Callable[..., Claim]] = {
     "alignment_grows_with_boundary_distance": claim_alignment_grows_with_boundary_distance,
     "l2_robust_generation_looks_like_target": claim_l2_robust_generation_looks_like_target,
     "linf_robust_generation_looks_like_target": claim_linf_robust_generation_looks_like_target,
+    "l2_robust_generation_judged_by_madry_model": claim_l2_robust_generation_judged_by_madry_model,
 }
 
 PAGES = Path(__file__).resolve().parents[2] / "book"
