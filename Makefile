@@ -118,7 +118,7 @@ interpret-results: $(STAMP)
 
 # The training chapter's robust-overfitting curve (results/training/robust_overfitting.json): PGD-AT
 # of the small CNN on 4,000 embedded digits for 60 epochs with held-out PGD accuracy after each,
-# about 15 minutes on one core; resumes after a kill.
+# about 18 minutes on one core; resumes after a kill.
 training-results: $(STAMP)
 	$(BIN)/python -m robustlab.experiments robust_overfitting --out results/training
 
