@@ -15,6 +15,7 @@ from ._core import Claim
 from .alignment import (
     claim_alignment_grows_with_boundary_distance,
     claim_l2_robust_gradients_align_with_image,
+    claim_madry_l2_gradients_align_with_image,
     claim_madry_linf_gradients_align_with_image,
     claim_robust_alignment_beats_random_weights,
     claim_robust_gradients_align_with_image,
@@ -45,6 +46,7 @@ CLAIMS: dict[str, Callable[..., Claim]] = {
     "robust_gradients_align_with_image": claim_robust_gradients_align_with_image,
     "l2_robust_gradients_align_with_image": claim_l2_robust_gradients_align_with_image,
     "madry_linf_gradients_align_with_image": claim_madry_linf_gradients_align_with_image,
+    "madry_l2_gradients_align_with_image": claim_madry_l2_gradients_align_with_image,
     "robust_alignment_beats_random_weights": claim_robust_alignment_beats_random_weights,
     "road_favours_robust_gradients_over_controls": claim_road_favours_robust_gradients_over_controls,
     "roar_robust_gradient_beats_standard": claim_roar_robust_gradient_beats_standard,

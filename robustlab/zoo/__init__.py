@@ -72,11 +72,20 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     # PGD-7 training (their PGD-40 would take several times longer on a CPU), eps ramped over 3 epochs.
     "mnist-madry-pgd-linf-0.3": ("madry-cnn", dict(_BASE, method="pgd", eps=0.3, steps=7, epochs=12,
                                                    eps_ramp_epochs=3)),
+    # The same architecture trained in L2 (eps 2.0, as mnist-pgd-l2-2.0): does capacity give L2
+    # training's image-aligned gradients too, or more of them?
+    "mnist-madry-pgd-l2-2.0": ("madry-cnn", dict(_BASE, method="pgd", norm="l2", eps=2.0, steps=7, epochs=8,
+                                                 eps_ramp_epochs=2)),
 }
 
 # Models that are in the zoo as lessons, not as tools, or whose recipe has a story: the note goes into
 # the card and `robustlab zoo list` points at it.
 NOTES: dict[str, str] = {
+    "mnist-madry-pgd-l2-2.0": (
+        "Madry et al.'s MNIST architecture trained with PGD-7 in L2 at eps 2.0 (eps ramped over 2 epochs), 8 epochs, "
+        "Adam + cosine. Trained on ONE thread of the 2-core CPU over two sessions (resumed from its epoch-5 "
+        "checkpoint), beside other jobs: the 142 min of the card are the sum of the epochs (10-41 min each; about "
+        "10 when little else ran)."),
     "mnist-madry-pgd-linf-0.3": (
         "Madry et al.'s MNIST architecture (two convolutions, a 1,024-unit dense layer), trained with "
         "PGD-7 at Linf 0.3 (eps ramped over 3 epochs) for 12 epochs, where Madry et al. used PGD-40 for "
