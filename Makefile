@@ -51,12 +51,24 @@ print-voila-flags:  # for tests/test_explorer.py, which serves the app with the 
 
 # nbgrader (see nbgrader_config.py and the book's "How to run the exercises"). nbgrader calls
 # alembic for its gradebook, hence the virtual environment's scripts on PATH.
-ASSIGNMENTS := $(notdir $(patsubst %/,%,$(wildcard solutions/*/)))
-NBGRADER := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbgrader
+COURSE ?= .
+ASSIGNMENTS ?= $(notdir $(patsubst %/,%,$(wildcard $(COURSE)/solutions/*/)))
+NBGRADER := PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/nbgrader
 exercises: $(STAMP)
 	for a in $(ASSIGNMENTS); do $(NBGRADER) generate_assignment $$a --force || exit 1; done
+# Grades every submission of every assignment (in COURSE, the repository by default). A notebook
+# nbgrader cannot grade does not stop the others: each assignment's log is in
+# autograde-<assignment>.log, and the submissions that could not be graded are listed at the end.
 autograde: $(STAMP)
-	for a in $(ASSIGNMENTS); do $(NBGRADER) autograde $$a || exit 1; done
+	@failed=; for a in $(ASSIGNMENTS); do \
+	  echo "autograding $$a"; \
+	  (cd $(COURSE) && $(NBGRADER) autograde $$a) > $(COURSE)/autograde-$$a.log 2>&1 || failed="$$failed $$a"; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "not graded (see autograde-<assignment>.log):"; \
+	  for a in $$failed; do grep -h "error processing" $(COURSE)/autograde-$$a.log || echo "  $$a: nbgrader failed"; done; \
+	  exit 1; \
+	fi; echo "every submission graded"
 feedback: $(STAMP)
 	for a in $(ASSIGNMENTS); do $(NBGRADER) generate_feedback $$a || exit 1; done
 grades: $(STAMP)

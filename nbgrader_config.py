@@ -21,9 +21,20 @@ c.CourseDirectory.db_url = "sqlite:///gradebook.db"
 # Only the notebooks go to students (no README, no checkpoints).
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "README.md", "feedback"]
 
+# The test cells are graded outside the student's kernel: robustlab.grading's preprocessors blank
+# them before nbgrader runs the notebook and grade them afterwards in a walled worker process
+# (see robustlab/grading/__init__.py and the book's exercises appendix for the threat model).
+from robustlab.grading.nbgrader import autograde_preprocessors, sanitize_preprocessors  # noqa: E402
+
+c.Autograde.autograde_preprocessors = autograde_preprocessors()
+# A cell whose nbgrader id a student renamed or invented counts as the student's own cell (nbgrader
+# would otherwise fail the whole notebook); nbgrader itself de-duplicates copied cells.
+c.Autograde.sanitize_preprocessors = sanitize_preprocessors()
+
 # Every cell gets this many seconds; on a timeout the kernel is interrupted and grading goes on
-# with the next cell, so an infinite loop costs only its item (robustlab.grading also limits
-# each call of a student's function to 30 s and says so in the feedback).
+# with the next cell, so an infinite loop in a student's own cell costs only what that cell
+# defines (robustlab.grading gives each call of a student's function a CPU-time budget and says
+# so in the feedback).
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
 

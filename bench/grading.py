@@ -1,13 +1,19 @@
-"""Benchmark: how long nbgrader takes to autograde each assignment's solution notebook.
+"""Benchmark: what grading costs, quiet and busy.
 
-For every assignment in solutions/, in a temporary course folder with this repository's
-nbgrader_config.py: `nbgrader autograde` of (1) the solution notebook, (2) the unmodified
-exercise (every function raises NotImplementedError at once, so its time is the floor of
-kernel start, imports and nbgrader's own work), each repeated and timed as whole commands.
+1. **Autograde times.** For every assignment in solutions/, in a temporary course folder with
+   this repository's nbgrader_config.py (grading outside the kernel, in walled workers):
+   `nbgrader autograde` of the solution notebook and of the unmodified exercise (every function
+   raises NotImplementedError at once: the floor of kernel start, imports, workers and nbgrader's
+   own work), each repeated and timed as whole commands. Then the same solution autograded
+   **twice at once** (two course folders, so no shared gradebook): the busy time.
+   Printed: median seconds, (a) the ratio to the 60 s budget per notebook (target <= 1, quiet
+   and busy) and (b) the ratio to nbgrader's floor (what the checks cost on top of nbgrader).
+2. **Monitoring overhead.** A student function that is a pure Python loop (the case a profile
+   hook slows most), timed in this process with nothing attached, then as the grader runs it in
+   the worker (traps and an audit hook, a CPU timer; the worker reports the call's CPU time).
+   Printed: the ratio (target <= 2).
 
-Printed per assignment: the median seconds of the solution, (a) its ratio to the 30 s budget
-per notebook (target <= 1), and (b) its ratio to the floor, which is what the checks cost on
-top of nbgrader itself.
+Run with the machine otherwise idle for the quiet figures: `python bench/grading.py`.
 """
 
 from __future__ import annotations
@@ -19,16 +25,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET_S = 30.0
+BUDGET_S = 60.0
+OVERHEAD_TARGET = 2.0
 
 
-def run(course: Path, *args: str) -> float:
+def nbgrader(course: Path, *args: str) -> float:
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     start = time.perf_counter()
     subprocess.run([str(Path(sys.executable).parent / "nbgrader"), *args], cwd=course, env=env, check=True,
@@ -36,30 +45,93 @@ def run(course: Path, *args: str) -> float:
     return time.perf_counter() - start
 
 
+def make_course(tmp: Path, names: list[str]) -> Path:
+    course = tmp
+    course.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    for name in names:
+        nbgrader(course, "generate_assignment", name, "--force")
+        for student, folder in (("solution", "solutions"), ("floor", "exercises")):
+            target = course / "submitted" / student / name
+            target.mkdir(parents=True, exist_ok=True)
+            nb = nbformat.read(course / folder / name / f"{name}.ipynb", as_version=4)
+            nbformat.write(nb, target / f"{name}.ipynb")
+    return course
+
+
+def autograde_times(names: list[str], repeats: int) -> None:
+    print(f"{'assignment':<16} {'solution s':>10} {'floor s':>8} {'busy s':>8} {'(a) quiet/60':>12} "
+          f"{'(a) busy/60':>11} {'(b) /floor':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        first, second = make_course(Path(tmp) / "a", names), make_course(Path(tmp) / "b", names)
+        for name in names:
+            times: dict[str, list[float]] = {"solution": [], "floor": []}
+            for rep in range(repeats):
+                for student in (("solution", "floor") if rep % 2 == 0 else ("floor", "solution")):
+                    times[student].append(nbgrader(first, "autograde", name, "--student", student, "--force"))
+            busy = []
+            for _ in range(repeats):
+                with ThreadPoolExecutor(2) as pool:
+                    jobs = [pool.submit(nbgrader, course, "autograde", name, "--student", "solution", "--force")
+                            for course in (first, second)]
+                    busy.append(max(job.result() for job in jobs))
+            sol, floor, hot = (statistics.median(v) for v in (times["solution"], times["floor"], busy))
+            print(f"{name:<16} {sol:>10.1f} {floor:>8.1f} {hot:>8.1f} {sol / BUDGET_S:>12.2f} {hot / BUDGET_S:>11.2f} "
+                  f"{sol / floor:>10.2f}", flush=True)
+
+
+LOOP = textwrap.dedent('''
+    def lower_confidence_bound(k, n, alpha):
+        total = 0
+        for i in range(20_000_000):
+            total += i % 7
+        return 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1)) + 0 * total
+    ''')
+
+
+def monitoring_overhead(repeats: int) -> None:
+    from robustlab.grading.items import _item
+    from robustlab.grading.remote import RemoteRunner, Worker
+    from robustlab.grading.runners import LocalRunner
+
+    namespace: dict = {}
+    prelude = "import math\nfrom scipy.stats import beta\n"
+    exec(prelude + LOOP, namespace)
+    plain = []
+    for _ in range(repeats):
+        start = time.process_time()
+        namespace["lower_confidence_bound"](7, 10, 0.05)
+        plain.append(time.process_time() - start)
+    _, forbidden = _item("lower_confidence_bound")
+    graded = []
+    with Worker("lower_confidence_bound", [("imports", prelude), ("solution", LOOP)], forbidden, []) as worker:
+        run = RemoteRunner("lower_confidence_bound", worker, seed=0)
+        for _ in range(repeats):
+            run(7, 10, 0.05)
+            graded.append(run.last.cpu_seconds)
+    local = LocalRunner("lower_confidence_bound", namespace["lower_confidence_bound"], forbidden, seed=0)
+    kernel = []
+    for _ in range(repeats):
+        local(7, 10, 0.05)
+        kernel.append(local.last.cpu_seconds)
+    a, b, c = statistics.median(plain), statistics.median(graded), statistics.median(kernel)
+    print(f"monitoring overhead on a pure Python loop: {a:.2f} s of CPU plain; graded in the worker {b:.2f} s, "
+          f"ratio {b / a:.2f} (target <= {OVERHEAD_TARGET:g}); the in-kernel check (a profile hook, feedback "
+          f"only) {c:.2f} s, ratio {c / a:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--overhead-only", action="store_true")
     parser.add_argument("assignments", nargs="*", help="default: all of solutions/")
     args = parser.parse_args()
     names = args.assignments or sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
-    print(f"{'assignment':<18} {'solution s':>10} {'floor s':>8} {'(a) /30 s':>10} {'(b) /floor':>10}")
-    with tempfile.TemporaryDirectory() as tmp:
-        course = Path(tmp)
-        shutil.copy(ROOT / "nbgrader_config.py", course)
-        shutil.copytree(ROOT / "solutions", course / "solutions")
-        for name in names:
-            run(course, "generate_assignment", name, "--force")
-            for student, folder in (("solution", "solutions"), ("floor", "exercises")):
-                target = course / "submitted" / student / name
-                target.mkdir(parents=True, exist_ok=True)
-                nb = nbformat.read(course / folder / name / f"{name}.ipynb", as_version=4)
-                nbformat.write(nb, target / f"{name}.ipynb")
-            times = {"solution": [], "floor": []}
-            for rep in range(args.repeats):
-                for student in (("solution", "floor") if rep % 2 == 0 else ("floor", "solution")):
-                    times[student].append(run(course, "autograde", name, "--student", student, "--force"))
-            sol, floor = statistics.median(times["solution"]), statistics.median(times["floor"])
-            print(f"{name:<18} {sol:>10.2f} {floor:>8.2f} {sol / BUDGET_S:>10.2f} {sol / floor:>10.2f}")
+    monitoring_overhead(args.repeats)
+    if not args.overhead_only:
+        print()
+        autograde_times(names, args.repeats)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinearBinary", "LinearMulti", "Quadratic", "QuantizedInput", "tiny_cnn", "model_state", "assert_same_state"]
+__all__ = ["LinearBinary", "LinearMulti", "Quadratic", "QuantizedInput", "ThresholdRelu", "tiny_cnn", "model_state",
+           "assert_same_state"]
 
 
 class LinearBinary(nn.Module):
@@ -149,3 +150,28 @@ def assert_same_state(before: dict, after: dict) -> None:
     for k, v in before["grad"].items():
         w = after["grad"][k]
         assert (v is None and w is None) or (v is not None and w is not None and torch.equal(v, w)), f"{k}.grad changed"
+
+
+class ThresholdRelu(nn.Module):
+    """Logits ``sum_i W[c, i] relu(x_i - t_i)``: its gradient is ``W[c, i]`` where ``x_i > t_i``,
+    so its SmoothGrad is ``W[c, i] Phi((x_i - t_i) / sigma)`` in closed form (the graders compute
+    that; the model itself only maps images to logits).
+
+    Args:
+        shape: the shape of one input, e.g. (1, 4, 4).
+        classes: number of logits.
+        seed: seeds ``W`` (standard normal) and ``t`` (uniform in [0.2, 0.8]).
+    """
+
+    def __init__(self, shape: tuple[int, ...], classes: int, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        size = 1
+        for d in shape:
+            size *= int(d)
+        self.weight = nn.Parameter(torch.randn(classes, size, generator=g))
+        self.register_buffer("t", torch.rand(size, generator=g) * 0.6 + 0.2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, *shape) -> (N, classes) logits."""
+        return torch.relu(x.flatten(1) - self.t) @ self.weight.T

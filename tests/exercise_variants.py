@@ -283,6 +283,16 @@ def sample_counts(model, x, *, sigma, n, num_classes, batch_size):
             counts += torch.bincount(model(noisy).argmax(dim=1), minlength=num_classes)
     return counts
 ''', "not clamped"),
+    ("sample_counts", "the same noise for every batch", '''
+def sample_counts(model, x, *, sigma, n, num_classes, batch_size):
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            noise = torch.randn(b, *x.shape, generator=torch.Generator().manual_seed(0))
+            counts += torch.bincount(model(x.unsqueeze(0) + sigma * noise).argmax(dim=1), minlength=num_classes)
+    return counts
+''', "draw fresh noise"),
     ("lower_confidence_bound", "two-sided interval (alpha / 2)", '''
 def lower_confidence_bound(k, n, alpha):
     return 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
@@ -309,6 +319,15 @@ def certify(model, x, *, sigma, n0, n, alpha, batch_size):
     counts = sample_counts(model, x, sigma=sigma, n=n, num_classes=k, batch_size=batch_size)
     return guess, sigma * norm.ppf(lower_confidence_bound(int(counts[guess]), n, alpha))
 ''', "must abstain"),
+    ("certify", "selects the class on the first n0 of the n estimation samples", '''
+def certify(model, x, *, sigma, n0, n, alpha, batch_size):
+    with torch.no_grad():
+        noisy = x.unsqueeze(0) + sigma * torch.randn(n, *x.shape)
+        votes = torch.cat([model(noisy[i:i + batch_size]).argmax(1) for i in range(0, n, batch_size)])
+    guess = int(votes[:n0].mode().values)
+    p_lower = lower_confidence_bound(int((votes == guess).sum()), n, alpha)
+    return (guess, sigma * norm.ppf(p_lower)) if p_lower >= 0.5 else (-1, 0.0)
+''', "FRESH samples"),
     ("gradient", "gradient of the log-probability", '''
 def gradient(model, x, target):
     x = x.clone().requires_grad_(True)
@@ -330,6 +349,20 @@ def smoothgrad(model, x, target, *, sigma, samples):
 def smoothgrad(model, x, target, *, sigma, samples):
     return sum(gradient(model, x + sigma * torch.randn_like(x), target) for _ in range(samples))
 ''', "too large"),
+    ("smoothgrad", "noise of standard deviation sigma^2", '''
+def smoothgrad(model, x, target, *, sigma, samples):
+    return sum(gradient(model, x + sigma ** 2 * torch.randn_like(x), target) for _ in range(samples)) / samples
+''', "standard deviation"),
+    ("smoothgrad", "clamps the noisy inputs to [0, 1]", '''
+def smoothgrad(model, x, target, *, sigma, samples):
+    noisy = (x + sigma * torch.randn_like(x) for _ in range(samples))
+    return sum(gradient(model, z.clamp(0, 1), target) for z in noisy) / samples
+''', "not clamped"),
+    ("smoothgrad", "one noise draw reused for every sample", '''
+def smoothgrad(model, x, target, *, sigma, samples):
+    noise = sigma * torch.randn_like(x)
+    return sum(gradient(model, x + noise, target) for _ in range(samples)) / samples
+''', "draw fresh noise"),
     ("integrated_gradients", "forgets (x - baseline)", '''
 def integrated_gradients(model, x, target, *, baseline, steps):
     total = torch.zeros_like(x)
@@ -434,4 +467,135 @@ def pgd_at_epoch(model, batches, optimizer, *, eps, alpha, steps):
         losses.append(loss.item())
     return sum(losses) / len(losses)
 '''),
+]
+
+
+# Ways of getting points without writing the algorithm, by the threat model's classes (the
+# book's exercises appendix): (class, what, item, code, a fragment of the feedback). Graded
+# outside the kernel, each must score 0. ``{root}`` is the course folder (its solutions/ closed).
+GAMING = [
+    ("a", "replaces the grader's check and its item", "pgd_linf_step", '''
+from robustlab import grading
+import robustlab.grading.attacks as checks
+grading.check = lambda *args, **kwargs: None
+checks._check_step = lambda run, hidden, norm: 1
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    return x_adv
+''', 'mismatch in the new x_adv'),
+    ("a", "patches the torch functions the checks use", "pgd_linf_step", '''
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    return x_adv
+torch.equal = lambda a, b: True
+torch.allclose = lambda *args, **kwargs: True
+torch.Tensor.__sub__ = lambda a, b: torch.zeros_like(a)
+''', 'mismatch in the new x_adv'),
+    ("a", "an IPython transformer that rewrites the test cells", "pgd_linf_step", '''
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    return x_adv
+get_ipython().input_transformers_post.append(lambda lines: ["pass\\n"])
+''', 'mismatch in the new x_adv'),
+    ("a", "an import hook that serves a fake grader", "pgd_linf_step", '''
+import sys, types
+class FakeGrader:
+    def find_spec(self, name, path=None, target=None):
+        return None
+sys.meta_path.insert(0, FakeGrader())
+sys.modules["robustlab.grading"] = types.ModuleType("robustlab.grading")
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    return x_adv
+''', 'mismatch in the new x_adv'),
+    ("b", "the reference's source re-executed under another file name", "pgd_linf_step", '''
+import types
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    mine = types.ModuleType("mine")
+    import robustlab.attacks._geometry as geometry
+    exec(compile(open(geometry.__file__).read(), "mine.py", "exec"), mine.__dict__)
+    return mine.pgd_step(x_adv, x, grad, alpha=alpha, eps=eps, norm="linf")
+''', "reading the reference implementation's source"),
+    ("b", "the reference run in another thread", "pgd_linf_step", '''
+from concurrent.futures import ThreadPoolExecutor
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(robustlab.attacks.pgd_step, x_adv, x, grad, alpha=alpha, eps=eps).result()
+''', 'your function calls robustlab.attacks._geometry.pgd_step'),
+    ("b", "the reference run in another process", "pgd_linf_step", '''
+import subprocess, sys
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    torch.save((x_adv, x, grad), "args.pt")
+    subprocess.run([sys.executable, "-c", "import torch, robustlab; a, b, g = torch.load('args.pt'); "
+                    "torch.save(robustlab.attacks.pgd_step(a, b, g, alpha=%r, eps=%r), 'out.pt')" % (alpha, eps)])
+    return torch.load("out.pt")
+''', 'starting another process'),
+    ("b", "the profile hook switched off and the reference called", "pgd_linf_step", '''
+import sys
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    sys.setprofile(None)
+    sys.settrace(None)
+    return robustlab.attacks.pgd_step(x_adv, x, grad, alpha=alpha, eps=eps)
+''', 'your function calls robustlab.attacks._geometry.pgd_step'),
+    ("b", "the reference's original code dug out of the garbage collector", "pgd_linf_step", '''
+import gc, types
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    for obj in gc.get_objects():
+        if isinstance(obj, types.CodeType) and obj.co_name == "pgd_step":
+            return types.FunctionType(obj, robustlab.attacks.pgd.__dict__)(x_adv, x, grad, alpha=alpha, eps=eps)
+''', 'gc.get_objects is not allowed'),
+    ("b", "the trap's code swapped back", "pgd_linf_step", '''
+def _mine(x_adv, x, grad, *, alpha, eps, norm="linf"):
+    return x_adv
+robustlab.attacks.pgd_step.__code__ = _mine.__code__
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    return robustlab.attacks.pgd_step(x_adv, x, grad, alpha=alpha, eps=eps)
+''', "changing a function's __code__ is not allowed"),
+    ("c", "an object that runs the reference when it is converted", "pgd_linf_step", '''
+class Later:
+    def __init__(self, *args):
+        self.args = args
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        real = robustlab.attacks.pgd_step(*self.args[:3], alpha=self.args[3], eps=self.args[4])
+        return func(real, *args[1:])
+    def __getattr__(self, name):
+        return getattr(robustlab.attacks.pgd_step(*self.args[:3], alpha=self.args[3], eps=self.args[4]), name)
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    return Later(x_adv, x, grad, alpha, eps)
+''', 'should be a torch.Tensor'),
+    ("c", "a tensor subclass that lies", "pgd_linf_step", '''
+class Liar(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.equal, torch.allclose):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {})
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    return x_adv.as_subclass(Liar)
+''', 'should be a torch.Tensor'),
+    ("d", "SmoothGrad in closed form from the test model's parameters", "smoothgrad", '''
+from scipy.stats import norm
+def smoothgrad(model, x, target, *, sigma, samples):
+    phi = torch.from_numpy(norm.cdf(((x.flatten(1) - model.t) / sigma).numpy())).float()
+    return (model.weight.detach()[target] * phi).view_as(x)
+''', "SmoothGrad averages the gradient over samples="),
+    ("d", "the grader's own closed form", "smoothgrad", '''
+def smoothgrad(model, x, target, *, sigma, samples):
+    from robustlab.grading.saliency import exact_smoothgrad
+    return exact_smoothgrad(model, x, target, sigma)
+''', 'your function calls robustlab.grading.saliency.exact_smoothgrad'),
+    ("d", "the certificate in closed form from the linear test model", "certify", '''
+from scipy.stats import norm
+def certify(model, x, *, sigma, n0, n, alpha, batch_size):
+    score = (model.w * x).sum() + model.b
+    p = norm.cdf(abs(float(score)) / (sigma * float(model.w.norm())))
+    return (int(score > 0), sigma * norm.ppf(min(p, 1 - 1e-9))) if p > 0.5 else (-1, 0.0)
+''', "your model classified 0 different noisy images"),
+    ("e", "copying the instructor's solution notebook", "pgd_linf_step", '''
+import json
+_nb = json.load(open("{root}/solutions/attacks/attacks.ipynb"))
+_cells = {c["metadata"].get("nbgrader", {{}}).get("grade_id"): c for c in _nb["cells"]}
+exec("".join(_cells["pgd_linf_step"]["source"]))
+''', 'is closed while grading'),
+    ("e", "reading the gradebook", "pgd_linf_step", '''
+def pgd_linf_step(x_adv, x, grad, alpha, eps):
+    open("{root}/gradebook.db", "rb").read()
+    return x_adv
+''', 'is closed while grading'),
 ]

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 def nbgrader(course: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Runs ``nbgrader`` from the course folder, with this interpreter's scripts (alembic) on PATH."""
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    env["ROBUSTLAB_GRADING_TIME_LIMIT"] = "5"  # the infinite-loop submissions need not wait 30 s
+    env["ROBUSTLAB_GRADING_TIME_LIMIT"] = "5"  # the infinite-loop submissions need not wait 10 s
+    env["ROBUSTLAB_GRADING_CELL_BUDGET"] = "10"  # nor a cell that never ends 60 s
     result = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), *args], cwd=course, env=env,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
@@ -190,7 +191,7 @@ def test_autograding(course, assignment):
     # last one (correct) passes.
     assert got["tampered"] == expected(full, first, got["tampered"])
     assert got["loops"] == expected(full, last, got["loops"])
-    assert "did not return within 5 s" in graded_output(course, "loops", assignment, last)
+    assert "did not return within its budget of 5 s" in graded_output(course, "loops", assignment, last)
 
     # Grading the same submissions again gives the same scores (checked where sampling is part of
     # the algorithm, the one place a score could wobble; each run costs a minute).
@@ -225,3 +226,36 @@ def test_instructor_feedback_and_export(course):
              if r.split(",")[header.index("assignment")] == "gradreg"}
     assert float(table["carol"][header.index("score")]) == 3.0
     assert float(table["dave"][header.index("score")]) == 0.0
+
+
+def test_make_autograde_grades_every_submission_and_lists_the_failures(tmp_path):
+    """Copied and renamed cells never make a notebook fail; a notebook nbgrader cannot read does
+    not stop the others, and `make autograde` names it."""
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / "gradreg", course / "solutions" / "gradreg")
+    nbgrader(course, "generate_assignment", "gradreg", "--force")
+    solved = solution("gradreg")
+    submit(course, "tidy", "gradreg", solved)
+
+    def copy_and_rename(nb):
+        test = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+        answer = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution"))
+        nb.cells.insert(nb.cells.index(test) + 1, nbformat.from_dict(json.loads(json.dumps(test))))
+        nb.cells.insert(nb.cells.index(answer) + 1, nbformat.from_dict(json.loads(json.dumps(answer))))
+        renamed = nbformat.from_dict(json.loads(json.dumps(answer)))
+        renamed.metadata["nbgrader"]["grade_id"] = "my_own_cell"
+        nb.cells.append(renamed)
+    submit(course, "copies", "gradreg", solved, edit=copy_and_rename)
+    broken = course / "submitted" / "broken" / "gradreg"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "gradreg.ipynb").write_text('{"cells": [ this is not a notebook')
+
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "autograde", f"COURSE={course}", "ASSIGNMENTS=gradreg",
+                           f"VENV={Path(sys.executable).parents[1]}"], capture_output=True, text=True, timeout=1800,
+                          env=dict(os.environ, ROBUSTLAB_GRADING_TIME_LIMIT="5", ROBUSTLAB_GRADING_CELL_BUDGET="10"))
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "not graded" in done.stdout and "'broken'" in done.stdout, done.stdout + done.stderr
+    got = scores(course, "gradreg")
+    assert got["tidy"] == max_scores("gradreg") and got["copies"] == max_scores("gradreg"), got

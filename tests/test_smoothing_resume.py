@@ -79,7 +79,7 @@ def test_the_package_keeps_every_public_name_importable_from_robustlab_smoothing
         assert callable(obj) and not isinstance(obj, ModuleType), name  # no submodule shadows a function
         assert obj.__module__ in ("robustlab.smoothing.algorithms", "robustlab.smoothing.dataset"), name
     # The grader forbids a student's function to call into any file of the package.
-    files = {Path(f).name for f in grading._files_of(("robustlab.smoothing",))}
+    files = {Path(f).name for f in grading.runners.files_of(("robustlab.smoothing",))}
     assert {"__init__.py", "algorithms.py", "dataset.py"} <= files
 
 

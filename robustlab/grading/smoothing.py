@@ -1,0 +1,164 @@
+"""Checks of the randomized-smoothing assignment: sample counts, the Clopper-Pearson bound, CERTIFY."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy.stats import beta as beta_dist
+from scipy.stats import norm as normal
+from torch import Tensor
+
+from ..testing import LinearBinary
+from .compare import fail, unchanged
+from .runners import Runner
+
+
+def _score(model: LinearBinary, x: Tensor) -> float:
+    return (x.flatten() @ model.w.detach().flatten() + model.b.detach()).item()
+
+
+def p_class1(model: LinearBinary, x: Tensor, sigma: float) -> float:
+    """The smoothed classifier's probability of class 1 at x (exact for a linear model)."""
+    return float(normal.cdf(_score(model, x) / (sigma * model.w.detach().norm().item())))
+
+
+def distance(model: LinearBinary, x: Tensor) -> float:
+    """The exact L2 distance from x to the linear model's boundary."""
+    return abs(_score(model, x)) / model.w.detach().norm().item()
+
+
+def _check_sample_counts(run: Runner, hidden: bool) -> int:
+    w = torch.tensor([1.0, -2.0, 0.5, 1.0])
+    # x near 0 with sigma 0.5: clamping the noisy images to [0, 1] would change the probabilities.
+    cases = [(torch.tensor([0.05, 0.1, 0.0, 0.2]).view(1, 2, 2), 0.5, 4000, 1000)]
+    if hidden:
+        cases += [(torch.tensor([0.9, 0.1, 0.3, 0.0]).view(1, 2, 2), 1.0, 3000, 64),
+                  (torch.tensor([0.2, 0.2, 0.2, 0.2]).view(1, 2, 2), 0.25, 1001, 1000)]
+    for x, sigma, n, batch_size in cases:
+        model = LinearBinary(w.view(1, 2, 2), 0.1).eval()
+        x0 = x.clone()
+        got = run(model, x, sigma=sigma, n=n, num_classes=2, batch_size=batch_size)
+        unchanged(run.item, x0, x, "x")
+        if not isinstance(got, Tensor) or got.shape != (2,):
+            fail(run.item, f"return a (num_classes,) tensor of counts, got "
+                           f"{type(got).__name__}{'' if not isinstance(got, Tensor) else tuple(got.shape)}")
+        if got.dtype.is_floating_point:
+            fail(run.item, f"counts should be integers (torch.int64), got {got.dtype}")
+        if int(got.sum()) != n:
+            fail(run.item, f"your counts add up to {int(got.sum())}, expected n={n} (one class per noisy sample)")
+        seen = run.observed(model)
+        if seen.distinct == 1:
+            fail(run.item, "every image your model classified was the same: did you add the noise?")
+        if seen.lowest >= 0 and seen.highest <= 1:
+            fail(run.item, f"every noisy image your model classified lay in [0, 1]: the Gaussian noise (standard "
+                           f"deviation sigma={sigma:g}, added to x in pixel space) is not clamped")
+        if seen.distinct < n:
+            fail(run.item, f"your model classified {seen.distinct} different noisy images for n={n} samples: draw "
+                           "fresh noise for every sample (not the same draw for every batch)")
+        if seen.distinct > n + 1:
+            fail(run.item, f"your model classified {seen.distinct} different noisy images for n={n} samples: "
+                           "classify exactly n noisy copies of x")
+        largest = seen.largest_batch
+        if largest > batch_size:
+            fail(run.item, f"you passed {largest} noisy images to the model at once; use batches "
+                           f"of at most batch_size={batch_size} (memory)")
+        p = p_class1(model, x, sigma)
+        k = int(got[1])
+        sd = math.sqrt(n * p * (1 - p))
+        if abs(k - n * p) > 5 * sd + 1:
+            hint = ""
+            if k in (0, n):
+                hint = " Every sample got the same class: did you add the noise?"
+            fail(run.item, f"class 1 was counted {k} times in {n} samples; with Gaussian noise of standard "
+                           f"deviation sigma={sigma:g} (added to x in pixel space, not clamped) expect "
+                           f"{n * p:.0f} +- {sd:.0f}.{hint}")
+    return len(cases)
+
+
+def _check_lower_confidence_bound(run: Runner, hidden: bool) -> int:
+    cases = [(100, 100, 0.001), (60_000, 100_000, 0.001), (7, 10, 0.05)]
+    if hidden:
+        cases += [(0, 50, 0.01), (1, 1, 0.1), (999, 1000, 1e-4), (500, 1000, 0.5), (3, 100_000, 0.001)]
+    for k, n, alpha in cases:
+        got = run(k, n, alpha)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            fail(run.item, f"return a float, got {type(got).__name__}")
+        want = 0.0 if k == 0 else float(beta_dist.ppf(alpha, k, n - k + 1))
+        if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+            continue
+        where = f"for count={k}, n={n}, alpha={alpha:g} you returned {got!r}, expected {want:.6g}"
+        if math.isnan(got):
+            fail(run.item, f"{where}: with count=0 the bound is 0 (the Beta quantile is undefined there)")
+        if k > 0 and math.isclose(got, float(beta_dist.ppf(alpha / 2, k, n - k + 1)), rel_tol=1e-6):
+            fail(run.item, f"{where}: you used alpha/2, the two-sided interval; the certificate needs the "
+                           "ONE-sided lower bound at level alpha, Beta(alpha; count, n - count + 1)")
+        if k < n and math.isclose(got, float(beta_dist.ppf(1 - alpha, k + 1, n - k)), rel_tol=1e-6):
+            fail(run.item, f"{where}: that is the upper bound; use the lower one, Beta(alpha; count, n - count + 1)")
+        phat = k / n
+        wald = phat - normal.ppf(1 - alpha) * math.sqrt(phat * (1 - phat) / n)
+        if math.isclose(got, wald, rel_tol=1e-4, abs_tol=1e-9):
+            fail(run.item, f"{where}: that is the normal approximation, which is not a valid bound for "
+                           "proportions near 0 or 1; use the exact Clopper–Pearson bound (a Beta quantile)")
+        fail(run.item, f"{where} (the one-sided Clopper–Pearson bound, scipy.stats.beta.ppf(alpha, count, "
+                       "n - count + 1))")
+    return len(cases)
+
+
+def _check_certify(run: Runner, hidden: bool) -> int:
+    w = torch.tensor([2.0, -1.0, 1.0, 0.0])
+    sigma, n0, n, alpha = 0.25, 100, 2000, 0.001
+    # (x, what): an easy point (every sample class 1), a moderate one, one on the boundary.
+    cases = [(torch.tensor([1.0, 0.0, 1.0, 0.0]), "easy"), (torch.tensor([0.3, 0.2, 0.2, 0.5]), "moderate"),
+             (torch.tensor([0.1, 0.1, 0.0, 0.0]), "boundary")]
+    if hidden:
+        cases += [(torch.tensor([1.0, 0.0, 0.9, 0.3]), "easy"), (torch.tensor([0.25, 0.15, 0.0, 1.0]), "moderate")]
+    for x, what in cases:
+        x = x.view(1, 2, 2)
+        b = -0.1 if what == "boundary" else 0.1
+        model = LinearBinary(w.view(1, 2, 2), b).eval()
+        model_eval_state = model.training
+        got = run(model, x, sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=500)
+        received = run.observed(model).distinct
+        if received in (n0, n):
+            fail(run.item, f"your model classified {received} different noisy images: CERTIFY draws n0={n0} "
+                           f"samples to select the class and n={n} FRESH samples to estimate p_A (n0 + n = "
+                           f"{n0 + n}); reusing the selection samples biases the bound")
+        if not n0 + n <= received <= n0 + n + 1:
+            fail(run.item, f"your model classified {received} different noisy images; CERTIFY uses n0={n0} "
+                           f"selection samples and n={n} estimation samples ({n0 + n} in all)")
+        if model.training != model_eval_state:
+            fail(run.item, "your function changed the model's mode; leave it as given")
+        if not (isinstance(got, tuple) and len(got) == 2):
+            fail(run.item, f"return a pair (prediction, radius), got {got!r}")
+        prediction, radius = int(got[0]), float(got[1])
+        score = _score(model, x)
+        true_class, exact = int(score > 0), distance(model, x)
+        if what == "boundary":
+            if prediction != -1:
+                fail(run.item, f"a point on the decision boundary (p_A = 0.5) must abstain (prediction -1), you "
+                               f"certified class {prediction} with radius {radius:.3f}: abstain when the lower "
+                               "bound on p_A is below 1/2")
+            continue
+        if prediction != true_class:
+            fail(run.item, f"predicted {prediction} for a point the smoothed classifier puts in class "
+                           f"{true_class} with probability "
+                           f"{max(p_class1(model, x, sigma), 1 - p_class1(model, x, sigma)):.3f}")
+        if radius < 0:
+            fail(run.item, f"negative radius {radius:.3f}: abstain (-1) instead when p_A_lower < 1/2")
+        if what == "easy":
+            cap = sigma * normal.ppf(alpha ** (1 / n))
+            cap_n0 = sigma * normal.ppf(alpha ** (1 / n0))
+            if math.isclose(radius, cap_n0, rel_tol=1e-3):
+                fail(run.item, f"radius {radius:.4f} is the bound from the n0={n0} selection samples; estimate "
+                               f"p_A from n={n} fresh samples (expected {cap:.4f})")
+            if not math.isclose(radius, cap, rel_tol=1e-3):
+                fail(run.item, f"when all n={n} samples vote for the class the radius is "
+                               f"sigma * Phi^-1(alpha^(1/n)) = {cap:.4f}; you returned {radius:.4f}")
+        elif not (0.7 * exact <= radius <= exact * 1.02):
+            fail(run.item, f"radius {radius:.4f} for a point at exact L2 distance {exact:.4f} from the boundary; a "
+                           f"sound certificate is a little below it (sigma * Phi^-1(p_A_lower)), expected "
+                           f"{0.7 * exact:.3f} .. {exact:.3f}")
+    return len(cases)
