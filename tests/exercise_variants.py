@@ -43,6 +43,25 @@ def pgd_l2_step(x_adv, x, grad, alpha, eps):
         out[i] = (x[i] + delta).clamp(0, 1)
     return out
 ''',
+    "pgd_attack": '''
+def pgd_attack(model, x, y, *, eps, alpha, steps, restarts, norm="linf"):
+    # Every restart at once (the batch repeated), then the best run picked per example.
+    n, xs, ys = len(x), x.repeat(restarts, 1, 1, 1), y.repeat(restarts)
+    if norm == "linf":
+        adv = xs + eps * (2 * torch.rand_like(xs) - 1)
+    else:
+        d = torch.randn_like(xs)
+        r = eps * torch.rand(len(xs)) ** (1.0 / xs[0].numel())
+        adv = xs + d * (r / d.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
+    adv = adv.clamp(0, 1)
+    for _ in range(steps):
+        adv = adv.detach().requires_grad_(True)
+        grad = torch.autograd.grad(F.cross_entropy(model(adv), ys, reduction="sum"), adv)[0]
+        adv = (pgd_linf_step if norm == "linf" else pgd_l2_step)(adv.detach(), xs, grad, alpha, eps)
+    with torch.no_grad():
+        losses = F.cross_entropy(model(adv), ys, reduction="none").view(restarts, n)
+    return adv.detach().view(restarts, n, *x.shape[1:])[losses.argmax(0), torch.arange(n)]
+''',
     "pgd_at_epoch": '''
 def pgd_at_epoch(model, batches, optimizer, *, eps, alpha, steps):
     # robustlab.pgd leaves the model's mode as it found it, so one model.train() is enough; the
@@ -148,6 +167,37 @@ def mask_top(x, attr, fraction, *, keep=False, fill=0.0):
     return torch.where(replace, torch.as_tensor(fill, dtype=x.dtype), x)
 ''',
 }
+
+# A PGD attack with one thing changed (the step functions are the student's, correct).
+_PGD = '''
+def pgd_attack(model, x, y, *, eps, alpha, steps, restarts, norm="linf"):
+    step = pgd_linf_step if norm == "linf" else pgd_l2_step
+    best_x, best_loss = x.clone(), torch.full((len(x),), -math.inf)
+    for _ in range(restarts):
+        if norm == "linf":
+            x_adv = (x + START).clamp(0, 1)
+        else:
+            d = torch.randn_like(x)
+            d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            x_adv = (x + d * eps * torch.rand(len(x), 1, 1, 1) ** (1 / x[0].numel())).clamp(0, 1)
+        GRADIENT
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = SIGN F.cross_entropy(model(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = step(x_adv.detach(), x, grad, alpha, eps)
+        with torch.no_grad():
+            losses = F.cross_entropy(model(x_adv), y, reduction="none")
+        KEEP
+    return best_x.detach()
+'''
+_PER_EXAMPLE = "better = losses > best_loss\n        best_x[better], best_loss[better] = x_adv[better], losses[better]"
+
+
+def _pgd(start="torch.empty_like(x).uniform_(-eps, eps)", sign="", keep=_PER_EXAMPLE, gradient="") -> str:
+    return (_PGD.replace("START", start).replace("SIGN ", sign).replace("KEEP", keep)
+            .replace("GRADIENT", gradient))
+
 
 # (item, what the student did wrong, code, a fragment the feedback must contain)
 WRONG = [
@@ -257,6 +307,21 @@ def gradreg_loss(model, x, y, lam):
     (grad,) = torch.autograd.grad(losses.sum(), x, create_graph=True)
     return (losses + lam * grad.flatten(1).norm(dim=1)).mean()
 ''', "SQUARE"),
+    ("pgd_attack", "no random start", _pgd(start="0"), "returned x itself"),
+    ("pgd_attack", "random start at the corners of the box", _pgd(start="eps * torch.randn_like(x).sign()"),
+     "mean square"),
+    ("pgd_attack", "Gaussian random start", _pgd(start="eps * torch.randn_like(x)"), "exceeds eps"),
+    ("pgd_attack", "descends the loss", _pgd(sign="-"), "Ascend the loss"),
+    ("pgd_attack", "keeps the last restart", _pgd(keep="best_x = x_adv"), "best x_adv per example"),
+    ("pgd_attack", "keeps the restart best for the whole batch",
+     _pgd(keep="if losses.mean() > best_loss.mean():\n"
+               "            best_x, best_loss = x_adv, losses.expand_as(best_loss)"),
+     "best x_adv per example"),
+    ("pgd_attack", "one gradient for every step", _pgd(
+        gradient="g0 = torch.autograd.grad(F.cross_entropy(model(x_adv.requires_grad_(True)), y), x_adv)[0]\n"
+                 "        x_adv = x_adv.detach()\n        for _ in range(steps):\n"
+                 "            x_adv = step(x_adv, x, g0, alpha, eps)\n        steps = 0"),
+     "fresh gradient at every iterate"),
     ("gradreg_loss", "detached loss", '''
 def gradreg_loss(model, x, y, lam):
     x = x.clone().requires_grad_(True)
@@ -427,6 +492,10 @@ def fgsm(model, x, y, eps):
 '''),
     ("alias", "fgsm", '''
 fgsm = robustlab.attacks.fgsm
+'''),
+    ("the library's whole attack", "pgd_attack", '''
+def pgd_attack(model, x, y, *, eps, alpha, steps, restarts, norm="linf"):
+    return robustlab.attacks.pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts, norm=norm)
 '''),
     ("wrapper around a helper", "pgd_l2_step", '''
 _helper = robustlab.attacks.pgd_step

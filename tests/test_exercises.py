@@ -96,13 +96,23 @@ def scores(course: Path, assignment: str) -> dict[str, dict[str, float]]:
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for sub in gb.assignment_submissions(assignment):
             nb = gb.find_submission_notebook(assignment, assignment, sub.student_id)
-            out[sub.student_id] = {g.name.removeprefix("test_"): g.score for g in nb.grades}
+            out[sub.student_id] = {g.name.removeprefix("test_"): g.score for g in nb.grades
+                                   if g.name not in written_answers(assignment)}
     return out
 
 
 def max_scores(assignment: str) -> dict[str, float]:
+    """item -> points of every autograded test cell (the written answers are graded by hand)."""
     return {c.metadata["nbgrader"]["grade_id"].removeprefix("test_"): float(c.metadata["nbgrader"]["points"])
-            for c in source(assignment).cells if c.metadata.get("nbgrader", {}).get("grade")}
+            for c in source(assignment).cells
+            if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
+
+
+def written_answers(assignment: str) -> dict[str, float]:
+    """grade_id -> points of the manually graded answer cells."""
+    return {c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
+            for c in source(assignment).cells
+            if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("solution")}
 
 
 def graded_output(course: Path, student: str, assignment: str, item: str) -> str:
@@ -116,7 +126,7 @@ def graded_output(course: Path, student: str, assignment: str, item: str) -> str
 # Items whose exercise tells students to build on another of their functions: a mistake in the
 # latter may also cost the former (as it would for a student), so their scores are not asserted.
 DEPENDS = {"gradient": ("smoothgrad", "integrated_gradients"), "sample_counts": ("certify",),
-           "lower_confidence_bound": ("certify",)}
+           "lower_confidence_bound": ("certify",), "pgd_linf_step": ("pgd_attack",), "pgd_l2_step": ("pgd_attack",)}
 
 
 def expected(full: dict[str, float], lost: str, got: dict[str, float]) -> dict[str, float]:
@@ -143,6 +153,7 @@ def test_the_assignments_cover_every_graded_item():
         released = (ROOT / "exercises" / a / f"{a}.ipynb").read_text()
         assert "BEGIN HIDDEN TESTS" not in released and "hidden=True" not in released
         assert "### BEGIN SOLUTION" not in released and "raise NotImplementedError()" in released
+        assert "Rubric" not in released and "Model answer" not in released  # the written answers' keys
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -192,6 +203,13 @@ def test_autograding(course, assignment):
     assert got["tampered"] == expected(full, first, got["tampered"])
     assert got["loops"] == expected(full, last, got["loops"])
     assert "did not return within its budget of 5 s" in graded_output(course, "loops", assignment, last)
+
+    # Written answers are left to the instructor: autograding marks them for manual grading.
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for answer in written_answers(assignment):
+            assert gb.find_grade(answer, assignment, assignment, "solution").needs_manual_grade, answer
 
     # Grading the same submissions again gives the same scores (checked where sampling is part of
     # the algorithm, the one place a score could wobble; each run costs a minute).

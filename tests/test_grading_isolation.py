@@ -176,3 +176,14 @@ def test_a_cell_that_never_ends_costs_only_what_it_defines(monkeypatch):
     assert grading.grade("lower_confidence_bound", "lower_confidence_bound", hanging).passed
     result = grading.grade("sample_counts", "sample_counts", hanging)
     assert not result.passed and "did not finish within 3 s of CPU time" in result.message, result.message
+
+
+def test_cells_that_end_the_interpreter_cost_only_their_item():
+    ending = cells(all_correct() + "\nimport os\nos._exit(3)\n")
+    result = grading.grade("fgsm", "fgsm", ending, hidden=False)
+    assert not result.passed and "the grading process stopped while running your cells" in result.message
+
+
+def test_plotting_in_a_cell_is_harmless():
+    plotting = cells(all_correct() + "\nimport matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()\n")
+    assert grading.grade("fgsm", "fgsm", plotting, hidden=False).passed

@@ -23,6 +23,7 @@ ITEMS: dict[str, tuple[Callable[[Runner, bool], int], tuple[str, ...]]] = {
     "fgsm": (attacks._check_fgsm, ("robustlab.attacks",)),
     "pgd_linf_step": (lambda run, hidden: attacks._check_step(run, hidden, "linf"), ("robustlab.attacks",)),
     "pgd_l2_step": (lambda run, hidden: attacks._check_step(run, hidden, "l2"), ("robustlab.attacks",)),
+    "pgd_attack": (attacks._check_pgd_attack, ("robustlab.attacks",)),
     # The training items may use robustlab.pgd for the inner maximisation (their contract says so).
     "pgd_at_epoch": (training._check_pgd_at_epoch, ("robustlab.train",)),
     "evaluate": (training._check_evaluate, ("robustlab.train", "robustlab.report", "robustlab.evaluate")),
@@ -114,10 +115,15 @@ def grade(item: str, function: str, cells: Iterable[tuple[str, str]], *, hidden:
         hidden: run the hidden cases too (as the autograder does).
         closed: paths the student's code may not open (the instructor's files).
     """
-    from .remote import RemoteRunner, Worker
+    from .remote import RemoteRunner, Worker, WorkerError
 
     checker, forbidden = _item(item)
-    with Worker(function, list(cells), forbidden, closed) as worker:
+    try:
+        worker = Worker(function, list(cells), forbidden, closed)
+    except WorkerError as error:  # the cells crashed or ended the interpreter: this item only
+        return Result(item, False, f"{item}: the grading process stopped while running your cells, before "
+                                   f"`{function}` could be called ({str(error)[-300:].strip()})")
+    with worker:
         if not worker.ready:
             why = f"your cells do not define `{function}`"
             errors = "; ".join(worker.cell_errors[:3])

@@ -108,7 +108,9 @@ class Worker:
         self._send(pickle.dumps(setup))
         header, _ = self._receive(wall=120 + 3 * CELL_BUDGET * max(1, len(setup["cells"])))
         if header is None:
-            raise WorkerError(f"the grading worker did not start: {self.tail()}")
+            tail = self.tail()
+            self.close()
+            raise WorkerError(f"the grading worker did not start: {tail}")
         self.ready: bool = bool(header.get("ready"))
         self.cell_errors: list[str] = header.get("cell_errors", [])
 

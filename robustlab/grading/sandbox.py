@@ -178,8 +178,14 @@ def install_audit_hook(*, closed: Iterable[str], source_roots: Iterable[str], wr
             obj, name = args[0], args[1]
             if isinstance_(obj, function_type) and name in _FUNCTION_FIELDS:
                 raise PermissionError(f"{MARK}changing a function's {name} is not allowed while grading")
-            if isinstance_(obj, type_) and (obj in protected_types or str_(obj.__module__).startswith("robustlab.")):
-                raise PermissionError(f"{MARK}changing {obj.__module__}.{obj.__qualname__}.{name} is not allowed "
-                                      "while grading")
+            if isinstance_(obj, type_):
+                # A type under construction (pybind11's, say) may not have __module__ yet.
+                try:
+                    module = str_(obj.__module__)
+                except Exception:  # noqa: BLE001
+                    module = ""
+                if obj in protected_types or module.startswith("robustlab."):
+                    raise PermissionError(f"{MARK}changing {module}.{obj.__qualname__}.{name} is not allowed "
+                                          "while grading")
 
     sys.addaudithook(hook)
