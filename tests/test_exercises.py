@@ -277,3 +277,23 @@ def test_make_autograde_grades_every_submission_and_lists_the_failures(tmp_path)
     assert "not graded" in done.stdout and "'broken'" in done.stdout, done.stdout + done.stderr
     got = scores(course, "gradreg")
     assert got["tidy"] == max_scores("gradreg") and got["copies"] == max_scores("gradreg"), got
+
+
+def test_two_autogrades_at_once_still_give_the_solution_full_marks(tmp_path):
+    """Grading on a busy machine: CPU-time budgets, not wall-clock ones, so two autogrades running
+    side by side (the solution of the assignment with the most work per call) both give full marks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    courses = []
+    for name in ("first", "second"):
+        course = tmp_path / name
+        course.mkdir()
+        shutil.copy(ROOT / "nbgrader_config.py", course)
+        shutil.copytree(ROOT / "solutions" / "saliency", course / "solutions" / "saliency")
+        nbgrader(course, "generate_assignment", "saliency", "--force")
+        submit(course, "solution", "saliency", solution("saliency"))
+        courses.append(course)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda course: nbgrader(course, "autograde", "saliency", "--force"), courses))
+    for course in courses:
+        assert scores(course, "saliency")["solution"] == max_scores("saliency")
