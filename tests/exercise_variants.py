@@ -377,6 +377,16 @@ def certify(model, x, *, sigma, n0, n, alpha, batch_size):
         return -1, 0.0
     return guess, sigma * norm.ppf(p_lower)
 ''', "selection samples"),
+    ("certify", "the radius from the estimate count / n, not its lower bound", '''
+def certify(model, x, *, sigma, n0, n, alpha, batch_size):
+    k = model(x.unsqueeze(0)).shape[1]
+    guess = int(sample_counts(model, x, sigma=sigma, n=n0, num_classes=k, batch_size=batch_size).argmax())
+    counts = sample_counts(model, x, sigma=sigma, n=n, num_classes=k, batch_size=batch_size)
+    p_hat = min(int(counts[guess]) / n, 1 - 1e-6)
+    if lower_confidence_bound(int(counts[guess]), n, alpha) < 0.5:
+        return -1, 0.0
+    return guess, sigma * norm.ppf(p_hat)
+''', "not the estimate count / n"),
     ("certify", "never abstains", '''
 def certify(model, x, *, sigma, n0, n, alpha, batch_size):
     k = model(x.unsqueeze(0)).shape[1]

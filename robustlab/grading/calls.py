@@ -25,7 +25,9 @@ class Observation:
     """What one model saw during a call: forward passes, those in training mode, the largest
     batch, the number of inputs (rows of the first argument) and their range; how many of the
     inputs were distinct (fresh noise, or the same draw again?) and the sum and sum of squares of
-    the distinct inputs' entries (from which a check recovers the noise's variance)."""
+    the distinct inputs' entries (from which a check recovers the noise's variance); and, where
+    the model returns (N, K) scores, how often each class was its top score on the distinct
+    inputs (``votes[k]``: the counts a student's sampling must have seen)."""
 
     calls: int = 0
     training_calls: int = 0
@@ -36,6 +38,7 @@ class Observation:
     total: float = 0.0
     squares: float = 0.0
     distinct: int = 0
+    votes: list[int] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -111,7 +114,8 @@ def modules_in(args: Any) -> list[nn.Module]:
 
 @contextlib.contextmanager
 def observe(modules: list[nn.Module]) -> Iterator[list[Observation]]:
-    """Records each module's forward passes while active (a forward pre-hook per module)."""
+    """Records each module's forward passes while active (a forward pre-hook and a forward hook
+    per module)."""
     records = [Observation() for _ in modules]
     handles = []
 
@@ -129,7 +133,10 @@ def observe(modules: list[nn.Module]) -> Iterator[list[Observation]]:
                                                dtype=torch.float64)
             return (flat @ directions[size]).tolist()
 
+        pending: list[list[int]] = []  # the rows of the current call that were new, for its output
+
         def hook(module, args):
+            pending.append([])
             record.calls += 1
             record.training_calls += int(module.training)
             first = args[0] if args else None
@@ -149,10 +156,20 @@ def observe(modules: list[nn.Module]) -> Iterator[list[Observation]]:
                     record.distinct += len(new)
                     record.total += float(fresh.sum())
                     record.squares += float(fresh.square().sum())
-        return hook
+                    pending[-1] = new
+
+        def after(module, args, output):
+            new = pending.pop() if pending else []
+            if new and isinstance(output, Tensor) and output.dim() == 2 and output.shape[1] > 0:
+                counts = torch.bincount(output.detach()[new].argmax(1), minlength=output.shape[1]).tolist()
+                record.votes = [a + b for a, b in zip(record.votes + [0] * len(counts), counts)] + \
+                    record.votes[len(counts):]
+        return hook, after
 
     for module, record in zip(modules, records):
-        handles.append(module.register_forward_pre_hook(hook_for(record)))
+        before, after = hook_for(record)
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(after))
     try:
         yield records
     finally:

@@ -28,6 +28,11 @@ def distance(model: LinearBinary, x: Tensor) -> float:
     return abs(_score(model, x)) / model.w.detach().norm().item()
 
 
+def _lower_bound(count: int, n: int, alpha: float) -> float:
+    """The one-sided Clopper-Pearson lower bound on a proportion (0 when count is 0)."""
+    return 0.0 if count == 0 else float(beta_dist.ppf(alpha, count, n - count + 1))
+
+
 def _check_sample_counts(run: Runner, hidden: bool) -> int:
     w = torch.tensor([1.0, -2.0, 0.5, 1.0])
     # x near 0 with sigma 0.5: clamping the noisy images to [0, 1] would change the probabilities.
@@ -59,6 +64,9 @@ def _check_sample_counts(run: Runner, hidden: bool) -> int:
         if seen.distinct > n + 1:
             fail(run.item, f"your model classified {seen.distinct} different noisy images for n={n} samples: "
                            "classify exactly n noisy copies of x")
+        if seen.distinct == n and len(seen.votes) == 2 and got.tolist() != seen.votes:
+            fail(run.item, f"your counts {got.tolist()} differ from the classes the model returned for the {n} "
+                           f"noisy images it classified ({seen.votes}): count each sample's top class once")
         largest = seen.largest_batch
         if largest > batch_size:
             fail(run.item, f"you passed {largest} noisy images to the model at once; use batches "
@@ -111,11 +119,15 @@ def _check_certify(run: Runner, hidden: bool) -> int:
     w = torch.tensor([2.0, -1.0, 1.0, 0.0])
     sigma, n0, n, alpha = 0.25, 100, 2000, 0.001
     # (x, what): an easy point (every sample class 1), a moderate one, one on the boundary.
-    cases = [(torch.tensor([1.0, 0.0, 1.0, 0.0]), "easy"), (torch.tensor([0.3, 0.2, 0.2, 0.5]), "moderate"),
-             (torch.tensor([0.1, 0.1, 0.0, 0.0]), "boundary")]
+    cases = [(torch.tensor([1.0, 0.0, 1.0, 0.0]), "easy", n0), (torch.tensor([0.3, 0.2, 0.2, 0.5]), "moderate", n0),
+             (torch.tensor([0.1, 0.1, 0.0, 0.0]), "boundary", n0)]
     if hidden:
-        cases += [(torch.tensor([1.0, 0.0, 0.9, 0.3]), "easy"), (torch.tensor([0.25, 0.15, 0.0, 1.0]), "moderate")]
-    for x, what in cases:
+        # With few selection samples (n0=10) the estimate count/n and the lower bound differ by more
+        # than the selection samples can explain: a radius from count/n is caught below.
+        cases += [(torch.tensor([1.0, 0.0, 0.9, 0.3]), "easy", n0),
+                  (torch.tensor([0.25, 0.15, 0.0, 1.0]), "moderate", n0),
+                  (torch.tensor([0.3, 0.2, 0.2, 0.5]), "moderate", 10)]
+    for x, what, n0 in cases:
         x = x.view(1, 2, 2)
         b = -0.1 if what == "boundary" else 0.1
         model = LinearBinary(w.view(1, 2, 2), b).eval()
@@ -148,6 +160,16 @@ def _check_certify(run: Runner, hidden: bool) -> int:
                            f"{max(p_class1(model, x, sigma), 1 - p_class1(model, x, sigma)):.3f}")
         if radius < 0:
             fail(run.item, f"negative radius {radius:.3f}: abstain (-1) instead when p_A_lower < 1/2")
+        votes = run.observed(model).votes
+        if len(votes) == 2:
+            # The model's votes on the n0 + n images bound the count the student's n estimation
+            # samples gave (it is at most min(n, votes)); so they bound any sound radius.
+            p_high = _lower_bound(min(votes[prediction], n), n, alpha)
+            r_high = sigma * normal.ppf(p_high) if p_high > 0.5 else 0.0
+            if radius > r_high + 1e-6:
+                fail(run.item, f"radius {radius:.4f} exceeds what any one-sided lower bound on p_A allows from the "
+                               f"votes your samples got ({r_high:.4f}): use sigma * Phi^-1(p_A_lower) with the "
+                               f"Clopper-Pearson lower bound at alpha={alpha:g}, not the estimate count / n")
         if what == "easy":
             cap = sigma * normal.ppf(alpha ** (1 / n))
             cap_n0 = sigma * normal.ppf(alpha ** (1 / n0))
