@@ -207,6 +207,12 @@ def fgsm(model, x, y, eps):
     F.cross_entropy(model(x), y).backward()
     return (x - eps * x.grad.sign()).clamp(0, 1).detach()
 ''', "goes down the loss"),
+    ("fgsm", "a zero gradient moves the pixel by +eps", '''
+def fgsm(model, x, y, eps):
+    x = x.clone().requires_grad_(True)
+    F.cross_entropy(model(x), y).backward()
+    return (x + eps * torch.where(x.grad >= 0, 1.0, -1.0)).clamp(0, 1).detach()
+''', "sign is 0"),
     ("fgsm", "no clamp to [0, 1]", '''
 def fgsm(model, x, y, eps):
     x = x.clone().requires_grad_(True)
@@ -449,6 +455,18 @@ def integrated_gradients(model, x, target, *, baseline, steps):
 def integrated_gradients(model, x, target, *, baseline, steps):
     return gradient(model, x, target) * (x - baseline)
 ''', "gradient at x only"),
+    ("mask_top", "ties broken from the bottom right (ascending sort, taken from the end)", '''
+def mask_top(x, attr, fraction, *, keep=False, fill=0.0):
+    n, c, h, w = x.shape
+    k = round(fraction * h * w)
+    score = attr.abs().sum(dim=1).reshape(n, -1)
+    order = torch.sort(score, dim=1, stable=True).indices.flip(1)
+    top = torch.zeros(n, h * w, dtype=torch.bool)
+    top.scatter_(1, order[:, :k], True)
+    top = top.view(n, 1, h, w).expand_as(x)
+    replace = ~top if keep else top
+    return torch.where(replace, torch.full_like(x, fill), x)
+''', "broken by position"),
     ("mask_top", "removes the least important pixels", '''
 def mask_top(x, attr, fraction, *, keep=False, fill=0.0):
     n, c, h, w = x.shape

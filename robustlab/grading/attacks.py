@@ -17,7 +17,8 @@ def _check_fgsm(run: Runner, hidden: bool) -> int:
     cases = [(cnn(0), *digits(16, 0), 0.3)]
     if hidden:
         cases += [(zoo_model("mnist-standard"), *digits(32, 1), 0.1), (mlp(2), *digits(8, 2), 0.0),
-                  (mlp(3), torch.rand(8, 1, 28, 28, generator=gen(3)), torch.arange(8) % 10, 0.25)]
+                  (mlp(3), torch.rand(8, 1, 28, 28, generator=gen(3)), torch.arange(8) % 10, 0.25),
+                  (_blind_border(), *digits(8, 4), 0.2)]
     for model, x, y, eps in cases:
         x0, training = x.clone(), model.training
         got = run(model, x, y, eps)
@@ -36,12 +37,27 @@ def _check_fgsm(run: Runner, hidden: bool) -> int:
         if eps > 0 and matches(got, attacks.fgsm(model, x, y, eps=eps, targeted=True)):
             fail(run.item, "your step goes down the loss (x - eps * sign(grad)); FGSM adds eps * sign(grad) "
                            "to increase the loss of the true labels")
+        with torch.enable_grad():
+            x_in = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_in), y), x_in)
+        if (grad == 0).any() and matches(got, (x + eps * torch.where(grad >= 0, 1.0, -1.0)).clamp(0, 1)):
+            fail(run.item, "where the gradient is exactly 0 the sign is 0 (torch.sign): leave those pixels "
+                           "unchanged instead of moving them by +eps")
         mismatch = ((got - want).abs() > 1e-5).float().mean().item()
         if mismatch > 0.005:
             fail(run.item, f"x_adv differs from x + eps * sign(grad_x CE) clamped to [0, 1] at "
                            f"{100 * mismatch:.1f} % of the pixels (eps={eps:g}). Use the cross-entropy of the "
                            "model's logits and the sign of its input gradient")
     return len(cases)
+
+
+def _blind_border():
+    """A linear model that ignores a 4-pixel border: the loss gradient there is exactly 0."""
+    from ..testing import LinearMulti
+
+    weight = torch.randn(10, 1, 28, 28, generator=gen(5))
+    weight[..., :4, :] = weight[..., -4:, :] = weight[..., :4] = weight[..., -4:] = 0.0
+    return LinearMulti(weight, torch.zeros(10)).eval()
 
 
 def _step_cases(hidden: bool, norm: str) -> list[tuple[Tensor, Tensor, Tensor, float, float]]:

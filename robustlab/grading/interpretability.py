@@ -18,7 +18,11 @@ def _check_mask_top(run: Runner, hidden: bool) -> int:
         cases += [(torch.rand(2, 3, 6, 6, generator=g), torch.randn(2, 3, 6, 6, generator=g), 0.33, False, 0.5),
                   (torch.rand(4, 1, 5, 5, generator=g), torch.randn(4, 1, 5, 5, generator=g), 0.1, True, 0.0),
                   (torch.rand(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g), 0.0, False, 0.0),
-                  (torch.rand(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g), 1.0, False, 0.3)]
+                  (torch.rand(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g), 1.0, False, 0.3),
+                  # Ties (a map with few levels, as a thresholded or flat map has): broken by position.
+                  (torch.rand(3, 1, 6, 6, generator=g), torch.randint(0, 3, (3, 1, 6, 6), generator=g).float(), 0.25,
+                   False, 0.0),
+                  (torch.rand(2, 1, 6, 6, generator=g), torch.zeros(2, 1, 6, 6), 0.3, True, 0.0)]
     for x, attr, fraction, keep, fill in cases:
         copies = (x.clone(), attr.clone())
         got = run(x, attr, fraction, keep=keep, fill=fill)
@@ -47,6 +51,10 @@ def _check_mask_top(run: Runner, hidden: bool) -> int:
             fail(run.item, "you replaced the LEAST important pixels; ROAR removes the top-ranked ones")
         if torch.equal(got, interpret.mask_top(x, by_sign, fraction, keep=keep, fill=fill)):
             fail(run.item, "rank pixels by |attr| summed over the channels, not by the signed attribution")
+        flipped = interpret.mask_top(x.flip(2, 3), attr.flip(2, 3), fraction, keep=keep, fill=fill).flip(2, 3)
+        if torch.equal(got, flipped):
+            fail(run.item, "equal scores must be broken by position, the top-left pixel first (a stable descending "
+                           "sort: torch.sort(..., descending=True, stable=True)); yours takes the bottom-right first")
         if torch.equal(got, interpret.mask_top(x, attr, fraction, keep=not keep, fill=fill)):
             fail(run.item, f"with keep={keep} you should {'keep' if keep else 'replace'} the top pixels and "
                            f"{'replace' if keep else 'keep'} the others")
