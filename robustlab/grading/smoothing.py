@@ -28,11 +28,6 @@ def distance(model: LinearBinary, x: Tensor) -> float:
     return abs(_score(model, x)) / model.w.detach().norm().item()
 
 
-def _lower_bound(count: int, n: int, alpha: float) -> float:
-    """The one-sided Clopper-Pearson lower bound on a proportion (0 when count is 0)."""
-    return 0.0 if count == 0 else float(beta_dist.ppf(alpha, count, n - count + 1))
-
-
 def _check_sample_counts(run: Runner, hidden: bool) -> int:
     w = torch.tensor([1.0, -2.0, 0.5, 1.0])
     # x near 0 with sigma 0.5: clamping the noisy images to [0, 1] would change the probabilities.
@@ -164,7 +159,9 @@ def _check_certify(run: Runner, hidden: bool) -> int:
         if len(votes) == 2:
             # The model's votes on the n0 + n images bound the count the student's n estimation
             # samples gave (it is at most min(n, votes)); so they bound any sound radius.
-            p_high = _lower_bound(min(votes[prediction], n), n, alpha)
+            from ..smoothing import lower_confidence_bound
+
+            p_high = lower_confidence_bound(min(votes[prediction], n), n, alpha=alpha)
             r_high = sigma * normal.ppf(p_high) if p_high > 0.5 else 0.0
             if radius > r_high + 1e-6:
                 fail(run.item, f"radius {radius:.4f} exceeds what any one-sided lower bound on p_A allows from the "
