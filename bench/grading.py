@@ -13,6 +13,12 @@
    the worker (traps and an audit hook, a CPU timer; the worker reports the call's CPU time).
    Printed: the ratio (target <= 2).
 
+3. **Budget headroom.** Every item of every solution notebook graded here (hidden cases), with
+   each call's CPU time in the worker and the budget it had: printed, per assignment, the largest
+   share of a budget a correct solution used (target <= 0.25, i.e. 4x headroom, so a busy machine
+   or a slower but reasonable student implementation still passes). Workers run on one thread,
+   so CPU time does not grow with the load (idle OpenMP threads spinning would be billed).
+
 Run with the machine otherwise idle for the quiet figures: `python bench/grading.py`.
 """
 
@@ -35,6 +41,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 60.0
 OVERHEAD_TARGET = 2.0
+HEADROOM_TARGET = 0.25
 
 
 def nbgrader(course: Path, *args: str) -> float:
@@ -121,6 +128,39 @@ def monitoring_overhead(repeats: int) -> None:
           f"only) {c:.2f} s, ratio {c / a:.2f}")
 
 
+def budget_headroom(names: list[str]) -> None:
+    from robustlab.grading import remote
+    from robustlab.grading.notebook import grade_notebook
+
+    used: list[tuple[float, float]] = []
+    call = remote.RemoteRunner.__call__
+
+    def timed(self, *args, **kwargs):
+        budgets: list[float] = []
+        budget = self.budget
+        self.budget = lambda: budgets.append(budget()) or budgets[-1]  # note the budget the call gets
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            del self.budget
+            if budgets and self.last.cpu_seconds:
+                used.append((self.last.cpu_seconds, budgets[0]))
+
+    print(f"{'assignment':<16} {'calls':>6} {'worst s':>8} {'of budget s':>11} {'share':>6} (target <= "
+          f"{HEADROOM_TARGET:g})")
+    remote.RemoteRunner.__call__ = timed
+    try:
+        for name in names:
+            used.clear()
+            nb = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+            failed = [r.message for results in grade_notebook(nb).values() for r in results if not r.passed]
+            seconds, budget = max(used, key=lambda pair: pair[0] / pair[1])
+            print(f"{name:<16} {len(used):>6} {seconds:>8.2f} {budget:>11.1f} {seconds / budget:>6.2f}"
+                  + (f"  FAILED: {failed}" if failed else ""), flush=True)
+    finally:
+        remote.RemoteRunner.__call__ = call
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -129,6 +169,8 @@ def main() -> None:
     args = parser.parse_args()
     names = args.assignments or sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
     monitoring_overhead(args.repeats)
+    print()
+    budget_headroom(names)
     if not args.overhead_only:
         print()
         autograde_times(names, args.repeats)

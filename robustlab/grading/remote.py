@@ -90,7 +90,9 @@ class Worker:
         read_end, write_end = os.pipe()
         env = {"PATH": os.defpath, "HOME": self.folder, "TMPDIR": self.folder, "MPLCONFIGDIR": self.folder,
                "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": str(torch.get_num_threads())}
+               # One thread: CPU-time budgets count every thread, and idle OpenMP threads that spin
+               # while another autograde holds the cores would bill a correct solution for waiting.
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.output = open(os.path.join(self.folder, "output.txt"), "wb")
 
         def limits():  # in the child, before exec
@@ -104,7 +106,7 @@ class Worker:
         self.replies = read_end
         setup = {"function": function, "cells": list(cells), "forbidden": list(forbidden) + ["robustlab.grading"],
                  "keep": list(KEEP), "closed": list(closed), "source_roots": _source_roots(),
-                 "writable": self.folder, "cell_budget": CELL_BUDGET, "threads": torch.get_num_threads()}
+                 "writable": self.folder, "cell_budget": CELL_BUDGET, "threads": 1}
         self._send(pickle.dumps(setup))
         header, _ = self._receive(wall=120 + 3 * CELL_BUDGET * max(1, len(setup["cells"])))
         if header is None:
