@@ -735,3 +735,33 @@ def test_run_table_resumes_rows_and_recomputes_a_rebuilt_zoo_model(tmp_path, mon
     path.write_text(stored)
     again = run()
     assert calls == [0.1, 0.3, 0.1] and [r["eps"] for r in again["rows"]] == [0.1, 0.3]
+
+
+# --- as_dense -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch,shape", [("mlp", (1, 2, 3)), ("conv", (1, 6, 6))])
+def test_as_dense_is_the_same_function_with_the_same_interval_bounds(arch, shape):
+    model = _mlp(3) if arch == "mlp" else _conv(3)
+    before = model_state(model)
+    dense = bounds.as_dense(model, shape)
+    assert_same_state(before, model_state(model))
+    kinds = [type(layer) for layer in dense]
+    assert kinds[0] is nn.Flatten and set(kinds[1:]) == {nn.Linear, nn.ReLU}
+    # one Linear per affine layer of the model (Normalize and Flatten folded), the same ReLUs
+    affine = sum(isinstance(m, (nn.Linear, nn.Conv2d)) for _, m in bounds.layers(model))
+    assert kinds.count(nn.Linear) == affine and kinds.count(nn.ReLU) == sum(
+        isinstance(m, nn.ReLU) for _, m in bounds.layers(model))
+    x = torch.rand(5, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(dense(x), model(x))
+    for eps in (0.0, 0.05, 0.3):
+        mine, theirs = bounds.interval_bounds(dense, x, eps=eps), bounds.interval_bounds(model, x, eps=eps)
+        torch.testing.assert_close(mine.lower, theirs.lower)
+        torch.testing.assert_close(mine.upper, theirs.upper)
+
+
+def test_as_dense_rejects_what_it_cannot_rewrite():
+    with pytest.raises(ValueError, match="input_shape"):
+        bounds.as_dense(_mlp(0), [1, 2, 3])
+    with pytest.raises(ValueError, match="MaxPool2d at position 1"):
+        bounds.as_dense(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2)), (1, 6, 6))
+    with pytest.raises(ValueError, match="ends with a Linear"):
+        bounds.as_dense(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), (1, 2, 2))
