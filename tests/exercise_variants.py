@@ -77,6 +77,88 @@ def pgd_at_epoch(model, batches, optimizer, *, eps, alpha, steps):
         mean_loss += (loss.item() - mean_loss) / (i + 1)
     return mean_loss
 ''',
+    "fgsm_rs_epoch": '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    # Wong et al.'s form: the start is clipped so that x + delta stays in [0, 1].
+    model.train()
+    losses = []
+    for x, y in batches:
+        delta = torch.zeros_like(x)
+        if random_start:
+            delta.uniform_(-eps, eps)
+        delta = torch.max(torch.min(delta, 1 - x), -x).requires_grad_(True)
+        out = model(x + delta)
+        F.cross_entropy(out, y).backward()
+        step = alpha * delta.grad.detach().sign()
+        delta = torch.clamp(delta.detach() + step, -eps, eps)
+        delta = torch.max(torch.min(delta, 1 - x), -x)
+        model.zero_grad()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x + delta), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).mean()
+''',
+    "trades_loss": '''
+def trades_loss(model, x, x_adv, y, beta):
+    log_p = torch.log_softmax(model(x), dim=1)
+    log_q = torch.log_softmax(model(x_adv), dim=1)
+    ce = -log_p.gather(1, y[:, None]).mean()
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+    return ce + beta * kl
+''',
+    "dlr_loss": '''
+def dlr_loss(logits, y):
+    # One example at a time, with Python lists.
+    out = []
+    for row, label in zip(logits, y.tolist()):
+        values = sorted(row.tolist(), reverse=True)
+        best_other = max(v for j, v in enumerate(row.tolist()) if j != label)
+        out.append(-(row[label] - best_other) / (values[0] - values[2] + 1e-12))
+    return torch.stack([torch.as_tensor(v) for v in out])
+''',
+    "halve_step_size": '''
+def halve_step_size(increases, interval, eta, eta_at_last, best, best_at_last, rho=0.75):
+    keep = (increases >= rho * interval) & ((eta != eta_at_last) | (best > best_at_last))
+    return ~keep
+''',
+    "linear_impute": '''
+def linear_impute(x, removed):
+    # Gauss-Seidel-like sweeps (Jacobi, vectorised) until the removed pixels stop changing.
+    n, c, h, w = x.shape
+    kernel = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=torch.float64)
+    kernel = kernel.view(1, 1, 3, 3)
+    ones = torch.ones(1, 1, h, w, dtype=torch.float64)
+    norm = F.conv2d(ones, kernel, padding=1)
+    hole = removed.expand(n, c, h, w)
+    out = x.double().clone()
+    out[hole] = 0.0
+    for _ in range(20000):
+        mean = F.conv2d(out.reshape(n * c, 1, h, w), kernel, padding=1).reshape(n, c, h, w) / norm
+        new = torch.where(hole, mean, out)
+        if (new - out).abs().max() < 1e-9:
+            break
+        out = new
+    return out.to(x.dtype)
+''',
+    "road_morf": '''
+def road_morf(model, x, y, attr, fractions):
+    n, c, h, w = x.shape
+    scores = attr.abs().sum(1).reshape(n, -1)
+    ranks = torch.argsort(scores, dim=1, descending=True, stable=True)
+    result = []
+    model.eval()
+    for f in fractions:
+        k = int(round(f * h * w))
+        removed = torch.zeros(n, h * w, dtype=torch.bool)
+        for i in range(n):
+            removed[i, ranks[i, :k]] = True
+        with torch.no_grad():
+            pred = model(linear_impute(x, removed.reshape(n, 1, h, w))).argmax(1)
+        result.append((pred == y).double().mean().item())
+    return result
+''',
     "evaluate": '''
 def evaluate(model, x, y, *, eps, alpha, steps):
     # Clean and adversarial images in one forward pass, counted with torch.count_nonzero.
@@ -128,6 +210,34 @@ def certify(model, x, *, sigma, n0, n, alpha, batch_size):
     if p_lower < 0.5:
         return -1, 0.0
     return guess, float(sigma * math.sqrt(2.0) * erfinv(2.0 * p_lower - 1.0))
+''',
+    "certified_accuracy": '''
+def certified_accuracy(predictions, radii, labels, grid):
+    # Plain Python loops over the grid and the images; a list of floats is a fine answer.
+    out = []
+    for r in grid.tolist():
+        hits = sum(1 for p, rad, y in zip(predictions.tolist(), radii.tolist(), labels.tolist()) if p == y and rad >= r)
+        out.append(hits / len(labels))
+    return out
+''',
+    "average_certified_radius": '''
+def average_certified_radius(predictions, radii, labels):
+    import numpy as np
+    p, r, y = predictions.numpy(), radii.numpy(), labels.numpy()
+    return np.sum(r[p == y]) / len(y)
+''',
+    "interval_bounds": '''
+def interval_bounds(model, x, eps):
+    # Lower and upper bounds directly, through the positive and negative parts of W.
+    lo = torch.clamp(x - eps, min=0.0, max=1.0).flatten(1)
+    hi = torch.clamp(x + eps, min=0.0, max=1.0).flatten(1)
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            w_pos, w_neg = layer.weight.clamp(min=0), layer.weight.clamp(max=0)
+            lo, hi = lo @ w_pos.T + hi @ w_neg.T + layer.bias, hi @ w_pos.T + lo @ w_neg.T + layer.bias
+        elif isinstance(layer, torch.nn.ReLU):
+            lo, hi = torch.relu(lo), torch.relu(hi)
+    return lo.detach(), hi.detach()
 ''',
     "gradient": '''
 def gradient(model, x, target):
@@ -275,6 +385,507 @@ def pgd_at_epoch(model, batches, optimizer, *, eps, alpha, steps):
         losses.append(loss.item())
     return sum(losses) / len(losses)
 ''', "zero_grad"),
+    ('pgd_at_epoch', 'never switches the model to training mode', '''
+def pgd_at_epoch(model, batches, optimizer, *, eps, alpha, steps):
+    losses = []
+    for x, y in batches:
+        x_adv = robustlab.pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+''', 'model.train()'),
+    ('fgsm_rs_epoch', 'no projection back onto the ball after the step', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    model.train()
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            delta = torch.empty_like(x).uniform_(-eps, eps)
+        else:
+            delta = torch.zeros_like(x)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = delta.detach() + alpha * grad.sign()
+        x_adv = (x + delta).clamp(0, 1)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'project delta back'),
+    ('fgsm_rs_epoch', 'x_adv not clamped to [0, 1]', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    model.train()
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            delta = torch.empty_like(x).uniform_(-eps, eps)
+        else:
+            delta = torch.zeros_like(x)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        x_adv = x + delta
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'leaves [0, 1]'),
+    ('fgsm_rs_epoch', 'the attack in eval mode', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            delta = torch.empty_like(x).uniform_(-eps, eps)
+        else:
+            delta = torch.zeros_like(x)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        x_adv = (x + delta).clamp(0, 1)
+        model.train()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'ran in eval mode'),
+    ('fgsm_rs_epoch', 'a Gaussian random start', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    model.train()
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            delta = eps * torch.randn_like(x)
+        else:
+            delta = torch.zeros_like(x)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        x_adv = (x + delta).clamp(0, 1)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'variance eps^2 / 3'),
+    ('fgsm_rs_epoch', 'one random start for the whole epoch', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    model.train()
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            if 'start' not in dir():
+                start = torch.empty_like(x).uniform_(-eps, eps)
+            delta = start.clone()
+        else:
+            delta = torch.zeros_like(x)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        x_adv = (x + delta).clamp(0, 1)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'not once for the epoch'),
+    ('fgsm_rs_epoch', 'a one-sided random start, uniform in [0, eps]', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    model.train()
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            delta = torch.empty_like(x).uniform_(0, eps)
+        else:
+            delta = torch.zeros_like(x)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        x_adv = (x + delta).clamp(0, 1)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'has mean 0'),
+    ('fgsm_rs_epoch', 'the clamp inside the graph (zero gradient on the background)', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    model.train()
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            delta = torch.empty_like(x).uniform_(-eps, eps)
+        else:
+            delta = torch.zeros_like(x)
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        x_adv = (x + delta).clamp(0, 1)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'inside the graph'),
+    ('fgsm_rs_epoch', 'the raw gradient instead of its sign', '''
+def fgsm_rs_epoch(model, batches, optimizer, *, eps, alpha, random_start):
+    """One epoch of fast adversarial training; returns the mean batch loss."""
+    model.train()
+    total = 0.0
+    for x, y in batches:
+        if random_start:
+            delta = torch.empty_like(x).uniform_(-eps, eps)
+        else:
+            delta = torch.zeros_like(x)
+        delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad).clamp(-eps, eps)
+        x_adv = (x + delta).clamp(0, 1)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(batches)
+''', 'raw gradient'),
+    ('trades_loss', 'the KL divergence the other way round', '''
+def trades_loss(model, x, x_adv, y, beta):
+    """Cross-entropy on x plus beta times the batch-mean KL(p(x) || p(x_adv))."""
+    logits, logits_adv = model(x), model(x_adv)
+    kl = F.kl_div(F.log_softmax(logits, dim=1), F.softmax(logits_adv, dim=1), reduction="batchmean")
+    return F.cross_entropy(logits, y) + beta * kl
+''', 'from the natural to the adversarial'),
+    ('trades_loss', "KL with reduction='mean'", '''
+def trades_loss(model, x, x_adv, y, beta):
+    """Cross-entropy on x plus beta times the batch-mean KL(p(x) || p(x_adv))."""
+    logits, logits_adv = model(x), model(x_adv)
+    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="mean")
+    return F.cross_entropy(logits, y) + beta * kl
+''', 'batchmean'),
+    ('trades_loss', 'the natural probabilities detached in the KL term', '''
+def trades_loss(model, x, x_adv, y, beta):
+    """Cross-entropy on x plus beta times the batch-mean KL(p(x) || p(x_adv))."""
+    logits, logits_adv = model(x), model(x_adv)
+    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits.detach(), dim=1), reduction="batchmean")
+    return F.cross_entropy(logits, y) + beta * kl
+''', 'do not detach'),
+    ('trades_loss', 'the cross-entropy on x_adv', '''
+def trades_loss(model, x, x_adv, y, beta):
+    """Cross-entropy on x plus beta times the batch-mean KL(p(x) || p(x_adv))."""
+    logits, logits_adv = model(x), model(x_adv)
+    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+    return F.cross_entropy(logits_adv, y) + beta * kl
+''', 'natural images x'),
+    ('dlr_loss', 'the opposite sign', '''
+def dlr_loss(logits, y):
+    """Croce & Hein's DLR loss per example, (N,): -(z_y - max_{j != y} z_j) / (z_(1) - z_(3))."""
+    ordered = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return (z_y - others.max(dim=1).values) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+''', 'wrong sign'),
+    ('dlr_loss', 'z_(1) - z_(2) in the denominator', '''
+def dlr_loss(logits, y):
+    """Croce & Hein's DLR loss per example, (N,): -(z_y - max_{j != y} z_j) / (z_(1) - z_(3))."""
+    ordered = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return -(z_y - others.max(dim=1).values) / (ordered[:, 0] - ordered[:, 1] + 1e-12)
+''', 'THIRD largest'),
+    ('dlr_loss', 'the maximum over every class, the true one included', '''
+def dlr_loss(logits, y):
+    """Croce & Hein's DLR loss per example, (N,): -(z_y - max_{j != y} z_j) / (z_(1) - z_(3))."""
+    ordered = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits
+    return -(z_y - others.max(dim=1).values) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+''', 'mask z_y out'),
+    ('dlr_loss', 'the second largest logit as the best other class', '''
+def dlr_loss(logits, y):
+    """Croce & Hein's DLR loss per example, (N,): -(z_y - max_{j != y} z_j) / (z_(1) - z_(3))."""
+    ordered = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return -(z_y - ordered[:, 1]) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+''', 'your loss differs'),
+    ('dlr_loss', 'averaged over the batch', '''
+def dlr_loss(logits, y):
+    """Croce & Hein's DLR loss per example, (N,): -(z_y - max_{j != y} z_j) / (z_(1) - z_(3))."""
+    ordered = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return (-(z_y - others.max(dim=1).values) / (ordered[:, 0] - ordered[:, 2] + 1e-12)).mean()
+''', 'one loss per example'),
+    ('dlr_loss', 'on softmax probabilities', '''
+def dlr_loss(logits, y):
+    """Croce & Hein's DLR loss per example, (N,): -(z_y - max_{j != y} z_j) / (z_(1) - z_(3))."""
+    logits = logits.softmax(dim=1)
+    ordered = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return -(z_y - others.max(dim=1).values) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+''', 'softmax probabilities'),
+    ('halve_step_size', 'halves at exactly rho * interval increases', '''
+def halve_step_size(increases, interval, eta, eta_at_last, best, best_at_last, rho=0.75):
+    """APGD's checkpoint rule, per example: True where the step size must be halved."""
+    too_few = increases <= rho * interval
+    stalled = (eta == eta_at_last) & (best <= best_at_last)
+    return too_few | stalled
+''', 'FEWER than'),
+    ('halve_step_size', 'both conditions required', '''
+def halve_step_size(increases, interval, eta, eta_at_last, best, best_at_last, rho=0.75):
+    """APGD's checkpoint rule, per example: True where the step size must be halved."""
+    too_few = increases < rho * interval
+    stalled = (eta == eta_at_last) & (best <= best_at_last)
+    return too_few & stalled
+''', '(or, not and)'),
+    ('halve_step_size', 'the second condition without the step size', '''
+def halve_step_size(increases, interval, eta, eta_at_last, best, best_at_last, rho=0.75):
+    """APGD's checkpoint rule, per example: True where the step size must be halved."""
+    too_few = increases < rho * interval
+    stalled = (best <= best_at_last)
+    return too_few | stalled
+''', 'just halved'),
+    ('halve_step_size', 'no gain read as a strictly lower best loss', '''
+def halve_step_size(increases, interval, eta, eta_at_last, best, best_at_last, rho=0.75):
+    """APGD's checkpoint rule, per example: True where the step size must be halved."""
+    too_few = increases < rho * interval
+    stalled = (eta == eta_at_last) & (best < best_at_last)
+    return too_few | stalled
+''', 'EQUAL'),
+    ('halve_step_size', 'rho hard-coded to 0.75', '''
+def halve_step_size(increases, interval, eta, eta_at_last, best, best_at_last, rho=0.75):
+    """APGD's checkpoint rule, per example: True where the step size must be halved."""
+    too_few = increases < 0.75 * interval
+    stalled = (eta == eta_at_last) & (best <= best_at_last)
+    return too_few | stalled
+''', 'use the argument'),
+    ('halve_step_size', 'one decision for the whole batch', '''
+def halve_step_size(increases, interval, eta, eta_at_last, best, best_at_last, rho=0.75):
+    """APGD's checkpoint rule, per example: True where the step size must be halved."""
+    too_few = increases < rho * interval
+    stalled = (eta == eta_at_last) & (best <= best_at_last)
+    return bool((too_few | stalled).any())
+''', 'one decision per example'),
+    ('linear_impute', 'one pass of the neighbour mean, removed neighbours at 0', '''
+def linear_impute(x, removed):
+    n, c, h, w = x.shape
+    weights = {(0, 1): 1 / 6, (0, -1): 1 / 6, (1, 0): 1 / 6, (-1, 0): 1 / 6,
+               (1, 1): 1 / 12, (1, -1): 1 / 12, (-1, 1): 1 / 12, (-1, -1): 1 / 12}
+    known = (~removed).to(x.dtype)
+    padded = torch.nn.functional.pad(x * known, (1, 1, 1, 1))
+    inside = torch.nn.functional.pad(torch.ones(n, 1, h, w), (1, 1, 1, 1))
+    total, weight = torch.zeros_like(x), torch.zeros(n, 1, h, w)
+    for (di, dj), wt in weights.items():
+        total += wt * padded[:, :, 1 + di:1 + di + h, 1 + dj:1 + dj + w]
+        weight += wt * inside[:, :, 1 + di:1 + di + h, 1 + dj:1 + dj + w]
+    return torch.where(removed.expand_as(x), total / weight, x)
+''', 'solve for all of them'),
+    ('linear_impute', 'all eight neighbours weighted 1/8', '''
+import numpy as np
+from scipy.sparse import lil_matrix
+from scipy.sparse.linalg import spsolve
+
+NEIGHBOURS = {(0, 1): 1 / 8, (0, -1): 1 / 8, (1, 0): 1 / 8, (-1, 0): 1 / 8,
+              (1, 1): 1 / 8, (1, -1): 1 / 8, (-1, 1): 1 / 8, (-1, -1): 1 / 8}
+
+def linear_impute(x, removed):
+    """x with each removed pixel set to the weighted mean of its neighbours, solved jointly."""
+    out = x.clone()
+    n, c, h, w = x.shape
+    for i in range(n):
+        holes = [tuple(p) for p in removed[i, 0].nonzero().tolist()]
+        if not holes:
+            continue
+        index = {p: k for k, p in enumerate(holes)}
+        a = lil_matrix((len(holes), len(holes)))
+        b = np.zeros((len(holes), c))
+        for k, (r, s) in enumerate(holes):
+            for (dr, ds), wt in NEIGHBOURS.items():
+                q = (r + dr, s + ds)
+                if not (0 <= q[0] < h and 0 <= q[1] < w):
+                    continue
+                a[k, k] += wt
+                if q in index:
+                    a[k, index[q]] -= wt
+                else:
+                    b[k] += wt * x[i, :, q[0], q[1]].double().numpy()
+        values = spsolve(a.tocsr(), b).reshape(len(holes), c)
+        rows, cols = zip(*holes)
+        out[i, :, list(rows), list(cols)] = torch.as_tensor(values.T, dtype=x.dtype)
+    return out
+''', 'imputed values differ'),
+    ('linear_impute', 'the four direct neighbours only', '''
+import numpy as np
+from scipy.sparse import lil_matrix
+from scipy.sparse.linalg import spsolve
+
+NEIGHBOURS = {(0, 1): 1 / 4, (0, -1): 1 / 4, (1, 0): 1 / 4, (-1, 0): 1 / 4}
+
+def linear_impute(x, removed):
+    """x with each removed pixel set to the weighted mean of its neighbours, solved jointly."""
+    out = x.clone()
+    n, c, h, w = x.shape
+    for i in range(n):
+        holes = [tuple(p) for p in removed[i, 0].nonzero().tolist()]
+        if not holes:
+            continue
+        index = {p: k for k, p in enumerate(holes)}
+        a = lil_matrix((len(holes), len(holes)))
+        b = np.zeros((len(holes), c))
+        for k, (r, s) in enumerate(holes):
+            for (dr, ds), wt in NEIGHBOURS.items():
+                q = (r + dr, s + ds)
+                if not (0 <= q[0] < h and 0 <= q[1] < w):
+                    continue
+                a[k, k] += wt
+                if q in index:
+                    a[k, index[q]] -= wt
+                else:
+                    b[k] += wt * x[i, :, q[0], q[1]].double().numpy()
+        values = spsolve(a.tocsr(), b).reshape(len(holes), c)
+        rows, cols = zip(*holes)
+        out[i, :, list(rows), list(cols)] = torch.as_tensor(values.T, dtype=x.dtype)
+    return out
+''', 'imputed values differ'),
+    ('linear_impute', 'missing border neighbours counted as 0', '''
+import numpy as np
+from scipy.sparse import lil_matrix
+from scipy.sparse.linalg import spsolve
+
+NEIGHBOURS = {(0, 1): 1 / 6, (0, -1): 1 / 6, (1, 0): 1 / 6, (-1, 0): 1 / 6,
+              (1, 1): 1 / 12, (1, -1): 1 / 12, (-1, 1): 1 / 12, (-1, -1): 1 / 12}
+
+def linear_impute(x, removed):
+    """x with each removed pixel set to the weighted mean of its neighbours, solved jointly."""
+    out = x.clone()
+    n, c, h, w = x.shape
+    for i in range(n):
+        holes = [tuple(p) for p in removed[i, 0].nonzero().tolist()]
+        if not holes:
+            continue
+        index = {p: k for k, p in enumerate(holes)}
+        a = lil_matrix((len(holes), len(holes)))
+        b = np.zeros((len(holes), c))
+        for k, (r, s) in enumerate(holes):
+            for (dr, ds), wt in NEIGHBOURS.items():
+                q = (r + dr, s + ds)
+                a[k, k] += wt
+                if not (0 <= q[0] < h and 0 <= q[1] < w):
+                    continue
+                if q in index:
+                    a[k, index[q]] -= wt
+                else:
+                    b[k] += wt * x[i, :, q[0], q[1]].double().numpy()
+        values = spsolve(a.tocsr(), b).reshape(len(holes), c)
+        rows, cols = zip(*holes)
+        out[i, :, list(rows), list(cols)] = torch.as_tensor(values.T, dtype=x.dtype)
+    return out
+''', 'border pixel averages over fewer'),
+    ('linear_impute', "the image's mean as the fill", '''
+def linear_impute(x, removed):
+    kept = (~removed).to(x.dtype)
+    mean = (x * kept).sum((2, 3), keepdim=True) / kept.sum((2, 3), keepdim=True).clamp_min(1)
+    return torch.where(removed.expand_as(x), mean.expand_as(x), x)
+''', "the image's mean"),
+    ('road_morf', 'the least relevant pixels first (LeRF)', '''
+def road_morf(model, x, y, attr, fractions):
+    """Accuracy of the fixed model after removing (MoRF) and imputing the top pixels, per fraction."""
+    n, c, h, w = x.shape
+    order = torch.sort(attr.abs().sum(dim=1).flatten(1), dim=1, descending=False, stable=True).indices
+    accuracies = []
+    for f in fractions:
+        removed = torch.zeros(n, h * w, dtype=torch.bool)
+        removed[torch.arange(n)[:, None], order[:, :round(f * h * w)]] = True
+        imputed = linear_impute(x, removed.view(n, 1, h, w))
+        with torch.no_grad():
+            accuracies.append((model(imputed).argmax(dim=1) == y).float().mean().item())
+    return torch.tensor(accuracies)
+''', 'LEAST relevant'),
+    ('road_morf', 'ranked by the signed attribution', '''
+def road_morf(model, x, y, attr, fractions):
+    """Accuracy of the fixed model after removing (MoRF) and imputing the top pixels, per fraction."""
+    n, c, h, w = x.shape
+    order = torch.sort(attr.sum(dim=1).flatten(1), dim=1, descending=True, stable=True).indices
+    accuracies = []
+    for f in fractions:
+        removed = torch.zeros(n, h * w, dtype=torch.bool)
+        removed[torch.arange(n)[:, None], order[:, :round(f * h * w)]] = True
+        imputed = linear_impute(x, removed.view(n, 1, h, w))
+        with torch.no_grad():
+            accuracies.append((model(imputed).argmax(dim=1) == y).float().mean().item())
+    return torch.tensor(accuracies)
+''', 'not by the signed'),
+    ('road_morf', 'removed pixels set to 0', '''
+def road_morf(model, x, y, attr, fractions):
+    """Accuracy of the fixed model after removing (MoRF) and imputing the top pixels, per fraction."""
+    n, c, h, w = x.shape
+    order = torch.sort(attr.abs().sum(dim=1).flatten(1), dim=1, descending=True, stable=True).indices
+    accuracies = []
+    for f in fractions:
+        removed = torch.zeros(n, h * w, dtype=torch.bool)
+        removed[torch.arange(n)[:, None], order[:, :round(f * h * w)]] = True
+        imputed = x.masked_fill(removed.view(n, 1, h, w), 0.0)
+        with torch.no_grad():
+            accuracies.append((model(imputed).argmax(dim=1) == y).float().mean().item())
+    return torch.tensor(accuracies)
+''', 'filled the removed pixels with 0'),
+    ('road_morf', 'floor(f * H * W) pixels', '''
+def road_morf(model, x, y, attr, fractions):
+    """Accuracy of the fixed model after removing (MoRF) and imputing the top pixels, per fraction."""
+    n, c, h, w = x.shape
+    order = torch.sort(attr.abs().sum(dim=1).flatten(1), dim=1, descending=True, stable=True).indices
+    accuracies = []
+    for f in fractions:
+        removed = torch.zeros(n, h * w, dtype=torch.bool)
+        removed[torch.arange(n)[:, None], order[:, :int(f * h * w)]] = True
+        imputed = linear_impute(x, removed.view(n, 1, h, w))
+        with torch.no_grad():
+            accuracies.append((model(imputed).argmax(dim=1) == y).float().mean().item())
+    return torch.tensor(accuracies)
+''', 'floor(f * H * W)'),
+    ('road_morf', 'ties taken from the bottom right', '''
+def road_morf(model, x, y, attr, fractions):
+    """Accuracy of the fixed model after removing (MoRF) and imputing the top pixels, per fraction."""
+    n, c, h, w = x.shape
+    scores = attr.abs().sum(dim=1).flatten(1).flip(1)
+    order = (h * w - 1) - torch.sort(scores, dim=1, descending=True, stable=True).indices
+    accuracies = []
+    for f in fractions:
+        removed = torch.zeros(n, h * w, dtype=torch.bool)
+        removed[torch.arange(n)[:, None], order[:, :round(f * h * w)]] = True
+        imputed = linear_impute(x, removed.view(n, 1, h, w))
+        with torch.no_grad():
+            accuracies.append((model(imputed).argmax(dim=1) == y).float().mean().item())
+    return torch.tensor(accuracies)
+''', 'broken by position'),
     ("evaluate", "forgets model.eval()", '''
 def evaluate(model, x, y, *, eps, alpha, steps):
     x_adv = robustlab.pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False)
@@ -409,6 +1020,101 @@ def certify(model, x, *, sigma, n0, n, alpha, batch_size):
     p_lower = lower_confidence_bound(int((votes == guess).sum()), n, alpha)
     return (guess, sigma * norm.ppf(p_lower)) if p_lower >= 0.5 else (-1, 0.0)
 ''', "FRESH samples"),
+    ('certified_accuracy', 'a radius equal to r does not count (> instead of >=)', '''
+def certified_accuracy(predictions, radii, labels, grid):
+    return ((predictions == labels)[:, None] & (radii[:, None] > grid[None, :])).double().mean(0)
+''', 'radius >= r'),
+    ('certified_accuracy', 'counts certificates of the wrong class', '''
+def certified_accuracy(predictions, radii, labels, grid):
+    return ((predictions >= 0)[:, None] & (radii[:, None] >= grid[None, :])).double().mean(0)
+''', 'prediction equals its label'),
+    ('certified_accuracy', 'divides by the images not abstained on', '''
+def certified_accuracy(predictions, radii, labels, grid):
+    hits = ((predictions == labels)[:, None] & (radii[:, None] >= grid[None, :])).double().sum(0)
+    return hits / (predictions >= 0).sum()
+''', 'abstention counts as an error'),
+    ('average_certified_radius', 'the mean radius of the correct images only', '''
+def average_certified_radius(predictions, radii, labels):
+    return float(radii[predictions == labels].mean())
+''', 'averages over ALL'),
+    ('average_certified_radius', 'every radius, correct or not', '''
+def average_certified_radius(predictions, radii, labels):
+    return float(radii.mean())
+''', 'counts as 0'),
+    ('interval_bounds', 'the input box not intersected with [0, 1]', '''
+def interval_bounds(model, x, eps):
+    with torch.no_grad():
+        lower, upper = x - eps, x + eps
+        for layer in model:
+            if isinstance(layer, torch.nn.Flatten):
+                lower, upper = layer(lower), layer(upper)
+            elif isinstance(layer, torch.nn.Linear):
+                mid, rad = (upper + lower) / 2, (upper - lower) / 2
+                mid, rad = mid @ layer.weight.T + layer.bias, rad @ layer.weight.abs().T
+                lower, upper = mid - rad, mid + rad
+            elif isinstance(layer, torch.nn.ReLU):
+                lower, upper = lower.clamp_min(0), upper.clamp_min(0)
+    return lower, upper
+''', 'intersect it with'),
+    ('interval_bounds', 'the radius through W instead of |W|', '''
+def interval_bounds(model, x, eps):
+    with torch.no_grad():
+        lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        for layer in model:
+            if isinstance(layer, torch.nn.Flatten):
+                lower, upper = layer(lower), layer(upper)
+            elif isinstance(layer, torch.nn.Linear):
+                mid, rad = (upper + lower) / 2, (upper - lower) / 2
+                mid, rad = mid @ layer.weight.T + layer.bias, rad @ layer.weight.T
+                lower, upper = mid - rad, mid + rad
+            elif isinstance(layer, torch.nn.ReLU):
+                lower, upper = lower.clamp_min(0), upper.clamp_min(0)
+    return lower, upper
+''', 'centre and a radius'),
+    ('interval_bounds', 'lower and upper pushed through the layer as they are', '''
+def interval_bounds(model, x, eps):
+    with torch.no_grad():
+        lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        for layer in model:
+            if isinstance(layer, torch.nn.Flatten):
+                lower, upper = layer(lower), layer(upper)
+            elif isinstance(layer, torch.nn.Linear):
+                lower, upper = layer(lower), layer(upper)
+            elif isinstance(layer, torch.nn.ReLU):
+                lower, upper = lower.clamp_min(0), upper.clamp_min(0)
+    return lower, upper
+''', 'not lower and upper through W'),
+    ('interval_bounds', 'a ReLU on the logits', '''
+def interval_bounds(model, x, eps):
+    with torch.no_grad():
+        lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        for layer in model:
+            if isinstance(layer, torch.nn.Flatten):
+                lower, upper = layer(lower), layer(upper)
+            elif isinstance(layer, torch.nn.Linear):
+                mid, rad = (upper + lower) / 2, (upper - lower) / 2
+                mid, rad = mid @ layer.weight.T + layer.bias, rad @ layer.weight.abs().T
+                lower, upper = mid - rad, mid + rad
+            elif isinstance(layer, torch.nn.ReLU):
+                lower, upper = lower.clamp_min(0), upper.clamp_min(0)
+    return lower.clamp_min(0), upper.clamp_min(0)
+''', 'ReLU to the logits'),
+    ('interval_bounds', "the ReLUs' on/off pattern of the box's centre", '''
+def interval_bounds(model, x, eps):
+    with torch.no_grad():
+        lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        for layer in model:
+            if isinstance(layer, torch.nn.Flatten):
+                lower, upper = layer(lower), layer(upper)
+            elif isinstance(layer, torch.nn.Linear):
+                mid, rad = (upper + lower) / 2, (upper - lower) / 2
+                mid, rad = mid @ layer.weight.T + layer.bias, rad @ layer.weight.abs().T
+                lower, upper = mid - rad, mid + rad
+            elif isinstance(layer, torch.nn.ReLU):
+                on = (lower + upper) > 0
+                lower, upper = lower * on, upper * on
+    return lower, upper
+''', 'mismatch in the lower bounds'),
     ("gradient", "gradient of the log-probability", '''
 def gradient(model, x, target):
     x = x.clone().requires_grad_(True)
@@ -514,6 +1220,35 @@ def mask_top(x, attr, fraction, *, keep=False, fill=0.0):
 
 # Ways of handing in the reference instead of one's own code: each must score 0 on its item.
 DELEGATING = [
+    ("the library's imputation", "linear_impute", '''
+def linear_impute(x, removed):
+    return robustlab.interpret.noisy_linear_impute(x, removed, noise=0.0)
+'''),
+    ("the library's DLR loss", "dlr_loss", '''
+def dlr_loss(logits, y):
+    from robustlab.attacks import dlr_loss as reference
+    return reference(logits, y)
+'''),
+    ("the library's TRADES loss", "trades_loss", '''
+def trades_loss(model, x, x_adv, y, beta):
+    from robustlab.train import TrainConfig, training_loss
+    loss, _ = training_loss(model, x, y, TrainConfig(method="trades", beta=beta, eps=0.1))
+    return loss
+'''),
+    ("the library's interval bounds", "interval_bounds", '''
+def interval_bounds(model, x, eps):
+    found = robustlab.bounds.interval_bounds(model, x, eps=eps)
+    return found.lower, found.upper
+'''),
+    ("the library's summary through its results table", "certified_accuracy", '''
+def certified_accuracy(predictions, radii, labels, grid):
+    from robustlab.smoothing import CertificationResults
+    n = len(labels)
+    table = CertificationResults(index=torch.arange(n), label=labels, prediction=predictions, radius=radii.double(),
+                                 correct=predictions == labels, time=torch.zeros(n, dtype=torch.float64), sigma=0.25,
+                                 n0=100, n=1000, alpha=0.001)
+    return robustlab.smoothing.certified_accuracy(table, grid)
+'''),
     ("direct call", "fgsm", '''
 def fgsm(model, x, y, eps):
     return robustlab.fgsm(model, x, y, eps=eps)

@@ -127,7 +127,9 @@ def test_the_notebook_reader_finds_cells_and_checks():
 
     nb = nbformat.read(ROOT / "solutions" / "training" / "training.ipynb", as_version=4)
     labels = [label for label, _ in notebook.code_cells(nb)]
-    assert labels == ["imports", "pgd_at_epoch", "evaluate"]
+    # The showcase cell (a training run that only plots the student's results) is not run.
+    assert labels == ["imports", "pgd_at_epoch", "evaluate", "fgsm_rs_epoch", "trades_loss"]
+    assert [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if notebook.is_showcase(c)] == ["showcase_overfitting"]
     tests = [c for c in nb.cells if notebook.is_test_cell(c)]
     assert notebook.checks_in(tests[0].source) == [("pgd_at_epoch", "pgd_at_epoch", False),
                                                    ("pgd_at_epoch", "pgd_at_epoch", True)]

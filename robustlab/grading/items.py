@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from . import attacks, gradreg, interpretability, saliency, smoothing, training
+from . import attacks, evaluation, gradreg, interpretability, saliency, smoothing, training
 from .feedback import Feedback
 from .runners import LocalRunner, Runner
 from .sandbox import PEER_PACKAGES
@@ -24,17 +24,26 @@ ITEMS: dict[str, tuple[Callable[[Runner, bool], int], tuple[str, ...]]] = {
     "pgd_linf_step": (lambda run, hidden: attacks._check_step(run, hidden, "linf"), ("robustlab.attacks",)),
     "pgd_l2_step": (lambda run, hidden: attacks._check_step(run, hidden, "l2"), ("robustlab.attacks",)),
     "pgd_attack": (attacks._check_pgd_attack, ("robustlab.attacks",)),
+    "dlr_loss": (evaluation._check_dlr_loss, ("robustlab.attacks", "robustlab.evaluate")),
+    "halve_step_size": (evaluation._check_halve_step_size, ("robustlab.attacks", "robustlab.evaluate")),
     # The training items may use robustlab.pgd for the inner maximisation (their contract says so).
     "pgd_at_epoch": (training._check_pgd_at_epoch, ("robustlab.train",)),
     "evaluate": (training._check_evaluate, ("robustlab.train", "robustlab.report", "robustlab.evaluate")),
+    "fgsm_rs_epoch": (training._check_fgsm_rs_epoch, ("robustlab.train",)),
+    "trades_loss": (training._check_trades_loss, ("robustlab.train",)),
     "gradreg_loss": (gradreg._check_gradreg_loss, ("robustlab.train",)),
     "sample_counts": (smoothing._check_sample_counts, ("robustlab.smoothing",)),
     "lower_confidence_bound": (smoothing._check_lower_confidence_bound, ("robustlab.smoothing",)),
     "certify": (smoothing._check_certify, ("robustlab.smoothing",)),
+    "certified_accuracy": (smoothing._check_certified_accuracy, ("robustlab.smoothing",)),
+    "average_certified_radius": (smoothing._check_average_certified_radius, ("robustlab.smoothing",)),
+    "interval_bounds": (smoothing._check_interval_bounds, ("robustlab.bounds",)),
     "gradient": (saliency._check_gradient, ("robustlab.saliency",)),
     "smoothgrad": (saliency._check_smoothgrad, ("robustlab.saliency",)),
     "integrated_gradients": (saliency._check_integrated_gradients, ("robustlab.saliency",)),
     "mask_top": (interpretability._check_mask_top, ("robustlab.interpret",)),
+    "linear_impute": (interpretability._check_linear_impute, ("robustlab.interpret",)),
+    "road_morf": (interpretability._check_road_morf, ("robustlab.interpret",)),
 }
 
 

@@ -6,7 +6,8 @@ the notebook in the student's kernel (so nothing in that kernel can touch the ch
 :class:`GradeOutsideKernel`, after the execution, puts the cells' source back, grades them with
 :func:`robustlab.grading.notebook.grade_notebook` (a walled worker per item) and writes the
 outcome as the cells' only output: a stream for a pass, an error for a failure. nbgrader's
-``SaveAutoGrades`` then scores the cells from those outputs, as usual. Nothing the student's code
+``SaveAutoGrades`` then scores the cells from those outputs, as usual. The showcase cells (locked,
+ungraded, which plot the student's results) are not run while autograding. Nothing the student's code
 writes to stderr, and no error in the student's own cells, reaches a test cell's output.
 """
 
@@ -16,14 +17,15 @@ import os
 
 from nbformat.v4 import new_output
 
-from .notebook import checks_in, grade_notebook, is_test_cell
+from .notebook import checks_in, grade_notebook, is_showcase, is_test_cell
 from .remote import protected_paths
 
 __all__ = ["HideChecks", "GradeOutsideKernel", "ForgetUnknownCells", "autograde_preprocessors",
-           "sanitize_preprocessors"]
+           "sanitize_preprocessors", "is_showcase"]
 
 _KEY = "robustlab_grading"
 _PLACEHOLDER = "# This test cell is graded outside the notebook's kernel by robustlab.grading.\n"
+_SHOWCASE = "# This cell only draws your results (not graded); it is not run while the notebook is autograded.\n"
 
 try:  # nbgrader is an optional dependency (the "grading" extra)
     from nbgrader.preprocessors import NbGraderPreprocessor as _Base
@@ -36,13 +38,15 @@ def _graded(cell) -> bool:
 
 
 class HideChecks(_Base):
-    """Blanks the test cells that call ``grading.check`` (their source is kept in metadata)."""
+    """Blanks the test cells that call ``grading.check`` (their source is kept in metadata), and
+    the showcase cells: they score nothing, and a student's function that hangs or crashes would
+    only cost the grader the cell's timeout."""
 
     def preprocess(self, nb, resources):
         for cell in nb.cells:
-            if _graded(cell):
+            if _graded(cell) or (cell.get("cell_type") == "code" and is_showcase(cell)):
                 cell.metadata[_KEY] = {"source": cell.source}
-                cell.source = _PLACEHOLDER
+                cell.source = _PLACEHOLDER if _graded(cell) else _SHOWCASE
         return nb, resources
 
 

@@ -9,7 +9,7 @@ from typing import Iterable
 
 from .items import ITEMS, Result, grade
 
-__all__ = ["code_cells", "checks_in", "grade_notebook"]
+__all__ = ["code_cells", "checks_in", "grade_notebook", "is_showcase"]
 
 
 def _nbgrader(cell) -> dict:
@@ -21,6 +21,15 @@ def is_test_cell(cell) -> bool:
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
+def is_showcase(cell) -> bool:
+    """A locked, ungraded code cell whose nbgrader id starts with ``showcase``: it plots what the
+    student built (a robustness curve, a training run) and scores nothing, so neither the worker
+    nor the autograded kernel runs it."""
+    meta = _nbgrader(cell)
+    return cell.get("cell_type") == "code" and bool(meta.get("locked")) and not meta.get("grade") \
+        and str(meta.get("grade_id", "")).startswith("showcase")
+
+
 def _runnable(source: str) -> str:
     """The source without IPython's magics and shell escapes (the worker is plain Python)."""
     if source.lstrip().startswith("%%"):
@@ -30,11 +39,12 @@ def _runnable(source: str) -> str:
 
 def code_cells(nb) -> list[tuple[str, str]]:
     """(label, source) of the cells a worker runs, in order: the locked setup cells and every
-    solution cell. The student's other cells (experiments, plots) and the test cells are left out."""
+    solution cell. The student's other cells (experiments, plots), the showcase cells and the test
+    cells are left out."""
     cells = []
     for index, cell in enumerate(nb.get("cells", [])):
         meta = _nbgrader(cell)
-        if cell.get("cell_type") != "code" or is_test_cell(cell):
+        if cell.get("cell_type") != "code" or is_test_cell(cell) or is_showcase(cell):
             continue
         if meta.get("solution") or meta.get("locked"):
             cells.append((str(meta.get("grade_id", f"cell-{index}")), _runnable(cell.get("source", ""))))
