@@ -143,7 +143,7 @@ def budget_headroom(names: list[str]) -> None:
             return call(self, *args, **kwargs)
         finally:
             del self.budget
-            if budgets and self.last.cpu_seconds:
+            if budgets:
                 used.append((self.last.cpu_seconds, budgets[0]))
 
     print(f"{'assignment':<16} {'calls':>6} {'worst s':>8} {'of budget s':>11} {'share':>6} (target <= "
