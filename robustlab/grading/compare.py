@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .feedback import Feedback
 
-__all__ = ["fail", "as_tensor", "unchanged", "in_box", "in_linf_ball", "in_l2_ball", "close", "matches"]
+__all__ = ["fail", "as_tensor", "unchanged", "in_box", "in_linf_ball", "in_l2_ball", "close", "matches", "scalar_loss"]
 
 
 def fail(item: str, message: str) -> None:
@@ -71,6 +71,17 @@ def close(item: str, got: Tensor, want: Tensor, *, atol: float = 1e-5, rtol: flo
 
 def matches(got: Tensor, want: Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
     return got.shape == want.shape and bool(((got - want).abs() <= atol + rtol * want.abs()).all())
+
+
+def scalar_loss(item: str, value: Any, requires_grad: bool) -> None:
+    """A loss the caller trains on: a one-element tensor that carried an autograd graph
+    (``requires_grad``: what the call's record says of the result before it left the call)."""
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        fail(item, f"return the loss as a scalar tensor, got {type(value).__name__}"
+                   f"{'' if not isinstance(value, Tensor) else ' of shape ' + str(tuple(value.shape))}")
+    if not requires_grad:
+        fail(item, "your loss is not differentiable (it has no autograd graph): do not detach it or "
+                   "compute it under torch.no_grad()")
 
 
 # ----------------------------------------------------------------------------------------------

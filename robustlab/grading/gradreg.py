@@ -6,9 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
-from .compare import fail, matches, unchanged
+from .compare import fail, matches, scalar_loss, unchanged
 from .inputs import cnn, digits, mlp
 from .runners import Runner
 
@@ -24,12 +23,7 @@ def _check_gradreg_loss(run: Runner, hidden: bool) -> int:
         model.zero_grad()
         got = run(model, x, y, lam, backward=True)
         unchanged(run.item, x0, x, "x")
-        if not isinstance(got, Tensor) or got.numel() != 1:
-            fail(run.item, f"return the loss as a scalar tensor, got {type(got).__name__}"
-                           f"{'' if not isinstance(got, Tensor) else ' of shape ' + str(tuple(got.shape))}")
-        if not run.last.requires_grad:
-            fail(run.item, "your loss is not differentiable (it has no autograd graph): do not detach it or "
-                           "compute it under torch.no_grad()")
+        scalar_loss(run.item, got, run.last.requires_grad)
         if run.last.backward_error:
             fail(run.item, f"backpropagating through your loss fails ({run.last.backward_error}). The penalty "
                           "must be trained through (double backpropagation): compute the input gradient with "

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .compare import close, fail, matches, unchanged
+from .compare import close, fail, matches, scalar_loss, unchanged
 from .inputs import digits, gen, mlp, zoo_model
 from .runners import Runner
 
@@ -253,12 +253,7 @@ def _check_trades_loss(run: Runner, hidden: bool) -> int:
         got = run(model, x, x_adv, y, beta, backward=True)
         for before, after, name in zip(copies, (x, x_adv, y), ("x", "x_adv", "y")):
             unchanged(run.item, before, after, name)
-        if not isinstance(got, Tensor) or got.numel() != 1:
-            fail(run.item, f"return the loss as a scalar tensor, got {type(got).__name__}"
-                           f"{'' if not isinstance(got, Tensor) else ' of shape ' + str(tuple(got.shape))}")
-        if not run.last.requires_grad:
-            fail(run.item, "your loss is not differentiable (it has no autograd graph): do not detach it or "
-                           "compute it under torch.no_grad()")
+        scalar_loss(run.item, got, run.last.requires_grad)
         got_grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
         model.zero_grad()
         want = _trades(model, x, x_adv, y, beta)
