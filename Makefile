@@ -122,10 +122,11 @@ evaluate-results: $(STAMP)
 bounds-results: $(STAMP)
 	$(BIN)/python -m robustlab.bounds.table --out results/bounds
 
-# The robustness-interpretability experiments on the zoo (results/interpret/*.json): about 80
-# minutes on a 2-core CPU, most of it ROAR/KAR retraining (the fill comparison alone, 3 repeats,
-# about 55). Then the claims, each measured with a control and a bootstrap interval
-# (results/claims.json, about 15 minutes; resumable claim by claim: --fresh remeasures).
+# The robustness-interpretability experiments on the zoo (results/interpret/*.json): about an hour
+# on a 2-core CPU, most of it the ROAR/KAR fill comparison (4 fills x ROAR and KAR x 3 retrainings
+# x 6 rankings: the two gradients, three controls and random; resumable fill by fill). Then every
+# claim, each measured with a control and a bootstrap interval (results/claims.json, about 20
+# minutes; always remeasured, a killed run resumes claim by claim).
 interpret-results: $(STAMP)
 	$(BIN)/python -m robustlab.experiments --out results/interpret
 	$(BIN)/python -m robustlab.claims --out results/claims.json

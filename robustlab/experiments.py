@@ -22,36 +22,12 @@ from torch import Tensor
 from . import attacks, data, interpret, report, saliency, zoo
 from .train import evaluate_accuracy
 
-__all__ = ["EXPERIMENTS", "INTERPRET", "run_alignment", "run_transfer", "run_fgsm_table", "run_roar_kar",
-           "run_roar_fills", "run_manifold", "run_generation", "run_toy_2d", "run_tradeoff", "run_robust_overfitting",
+__all__ = ["EXPERIMENTS", "INTERPRET", "run_transfer", "run_fgsm_table",
+           "run_roar_fills", "run_generation", "run_toy_2d", "run_tradeoff", "run_robust_overfitting",
            "main"]
 
 STANDARD, ROBUST = "mnist-standard", "mnist-pgd-linf-0.3"
-
-
-def run_alignment(*, n: int = 500, root=None, seed: int = 0) -> dict[str, Any]:
-    """Two numbers for "perceptually aligned", per model and saliency method (gradient,
-    SmoothGrad), averaged over images: :func:`~robustlab.interpret.alignment` (correlation of
-    |map| with the image) and :func:`~robustlab.interpret.mass_near_digit` (share of the map on
-    or within 2 pixels of the strokes).
-
-    The target is the true label. (Integrated
-    gradients and gradient x input are left out on purpose: with a black baseline they vanish
-    wherever the image is 0, so they resemble the digit for any model.)
-    """
-    test = report.eval_set(root=root, n=n)
-    methods: dict[str, Callable] = {
-        "gradient": lambda m, x, y: saliency.gradient(m, x, y),
-        "smoothgrad": lambda m, x, y: saliency.smoothgrad(m, x, y, sigma=0.15, samples=25,
-                                                          generator=torch.Generator().manual_seed(seed)),
-    }
-    table, near = {}, {}
-    for name in zoo.classifiers():
-        model = zoo.load(name)
-        maps = {k: f(model, test.x, test.y) for k, f in methods.items()}
-        table[name] = {k: float(interpret.alignment(a, test.x).mean()) for k, a in maps.items()}
-        near[name] = {k: float(interpret.mass_near_digit(a, test.x).mean()) for k, a in maps.items()}
-    return {"data": test.source, "target": "true label", "alignment": table, "mass_near_digit": near}
+RANDOM_WEIGHTS = "gradient (random weights)"  # the randomised-weights control of the ROAR/KAR benchmark
 
 
 def run_transfer(*, n: int = 1000, eps: float = 0.3, root=None) -> dict[str, Any]:
@@ -94,43 +70,22 @@ def _roar_data(n_train: int, n_test: int, root, seed: int) -> tuple[Tensor, Tens
                 "embedded held-out set, 4,000 train / 1,000 test")
 
 
-def run_roar_kar(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 3, repeats: int = 2,
-                 fill: float | str = "mean", root=None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """ROAR and KAR for the gradient maps of a standard and a robust model (Kim et al., Fig. 4).
-
-    Training images: the first ``n_train`` of MNIST train minus the embedded set when the full
-    MNIST is available, else the embedded set split in two.
-    """
-    x_tr, y_tr, x_te, y_te, source = _roar_data(n_train, n_test, root, seed)
-    attributions = {}
-    for label, name in (("gradient (standard)", STANDARD), ("gradient (robust)", ROBUST),
-                        ("gradient (l2 robust)", "mnist-pgd-l2-2.0")):
-        model = zoo.load(name)
-        attributions[label] = (torch.cat([saliency.gradient(model, x_tr[b:b + 1000], y_tr[b:b + 1000])
-                                          for b in range(0, x_tr.shape[0], 1000)]),
-                               saliency.gradient(model, x_te, y_te))
-    start = time.perf_counter()
-    res = interpret.roar_kar((x_tr, y_tr), (x_te, y_te), attributions, repeats=repeats, epochs=epochs,
-                             fill=fill, seed=seed, progress=progress)
-    return {"data": source, "epochs": epochs, "repeats": repeats, "fill": fill, "fractions": list(res.fractions),
-            "roar": {k: v.tolist() for k, v in res.roar.items()}, "kar": {k: v.tolist() for k, v in res.kar.items()},
-            "unmasked": res.unmasked.tolist(), "scores": interpret.roar_kar_scores(res),
-            "seconds": round(time.perf_counter() - start, 1)}
-
-
 def run_roar_fills(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 3, repeats: int = 3,
                    fills: tuple[str, ...] = ("mean", "zero", "blur", "impute"),
-                   kar_fills: tuple[str, ...] = ("impute",), root=None, seed: int = 0,
+                   kar_fills: tuple[str, ...] = ("mean", "zero", "blur", "impute"), root=None, seed: int = 0,
                    progress: bool = True, checkpoint: Path | None = None) -> dict[str, Any]:
     """ROAR (retrained) with every fill, for the gradients of the standard and the Linf-0.3 model
-    *and* the model-free controls (the image itself and its Sobel edges; random is the baseline):
-    shows which fills leak. A fill under which the image-as-map control scores as well as a
-    model's gradient measures ink coverage, not faithfulness. For the fills in ``kar_fills`` KAR
-    too (with ``"impute"``: ROAD with retraining, MoRF and LeRF).
+    *and* the controls: the model-free ones (the image itself and its Sobel edges; random is the
+    baseline) and the gradient of the standard model with every layer re-initialised (Adebayo et
+    al.'s randomised-weights control): shows which fills leak. A fill under which the
+    image-as-map control scores as well as a model's gradient measures ink coverage, not
+    faithfulness. For the fills in ``kar_fills`` KAR too (with ``"impute"``: ROAD with
+    retraining, MoRF and LeRF).
 
     Per fill and method the result holds the mean accuracy curves per repeat (the spread over
-    retraining seeds), the scores per repeat, and per test digit the score averaged over the
-    repeats (``per_digit``: its mean over digits is the score; the claims bootstrap over it).
+    retraining seeds), the scores per repeat, per test digit the score averaged over the repeats
+    (``per_digit``: its mean over digits is the score) and per repeat and digit
+    (``per_digit_repeats``: the claims bootstrap over retraining seeds and digits together).
 
     With ``checkpoint`` (a JSON path) the result is written there after every fill, and a rerun
     with the same settings skips the fills already there: a killed run loses one fill at most.
@@ -142,13 +97,22 @@ def run_roar_fills(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 
         attributions[label] = (torch.cat([saliency.gradient(model, x_tr[b:b + 1000], y_tr[b:b + 1000])
                                           for b in range(0, x_tr.shape[0], 1000)]),
                                saliency.gradient(model, x_te, y_te))
+    randomised = interpret.randomize_layers(zoo.load(STANDARD), interpret.randomizable_layers(zoo.load(STANDARD)),
+                                            generator=torch.Generator().manual_seed(seed))
+    attributions[RANDOM_WEIGHTS] = (torch.cat([saliency.gradient(randomised, x_tr[b:b + 1000], y_tr[b:b + 1000])
+                                               for b in range(0, x_tr.shape[0], 1000)]),
+                                    saliency.gradient(randomised, x_te, y_te))
     for control in ("image", "edge"):
         attributions[control] = (interpret.control_attribution(control, x_tr),
                                  interpret.control_attribution(control, x_te))
     out: dict[str, Any] = {"data": source, "epochs": epochs, "repeats": repeats, "models": {"standard": STANDARD,
                                                                                            "robust": ROBUST},
+                           "controls": {RANDOM_WEIGHTS: f"{STANDARD} with every layer re-initialised "
+                                                        f"(cascading randomisation to the input, seed {seed})",
+                                        "image": "the image itself", "edge": "Sobel edge magnitude of the image",
+                                        "random": "a uniformly random ranking (the baseline of every score)"},
                            "fills": {}}
-    settings = {**{k: out[k] for k in ("data", "epochs", "repeats", "models")}, "seed": seed,
+    settings = {**{k: out[k] for k in ("data", "epochs", "repeats", "models", "controls")}, "seed": seed,
                 "kar_fills": list(kar_fills)}
     if checkpoint is not None and Path(checkpoint).exists():
         saved = json.loads(Path(checkpoint).read_text())
@@ -168,6 +132,9 @@ def run_roar_fills(*, n_train: int = 10_000, n_test: int = 2_000, epochs: int = 
             entry[f"{mode}_scores"] = _per_repeat_scores(res.fractions, curves, mode)
             entry[f"{mode}_per_digit"] = {k: [round(float(v), 4) for v in d]
                                           for k, d in _per_digit_scores(res.fractions, correct, mode).items()}
+            entry[f"{mode}_per_digit_repeats"] = {
+                k: [[round(float(v), 4) for v in row] for row in d]
+                for k, d in _per_digit_repeat_scores(res.fractions, correct, mode).items()}
         entry["seconds"] = round(time.perf_counter() - start, 1)
         out["fills"][fill] = entry
         if checkpoint is not None:
@@ -203,31 +170,13 @@ def _per_digit_scores(fractions, correct: dict[str, Tensor], mode: str) -> dict[
     return {k: sign * ((mean["random"] - v) * w).sum(0) for k, v in mean.items() if k != "random"}
 
 
-def run_manifold(*, n: int = 500, eps: float = 2.0, steps: int = 40, refine_steps: int = 100, root=None,
-                 models: tuple[str, ...] = (STANDARD, "mnist-pgd-l2-2.0", ROBUST, "mnist-trades-linf-0.3"),
-                 ) -> dict[str, Any]:
-    """Kim et al. §2.1: distance of L2 PGD adversarial examples to the VAE manifold, per model.
-
-    Only successful adversarial examples count (on failures the image barely moves); the
-    clean images' own distance is the floor.
-    """
-    test = report.eval_set(root=root, n=n)
-    vae = zoo.load("mnist-vae")
-    clean = interpret.manifold_distance(vae, test.x, refine_steps=refine_steps)
-    out = {"data": test.source, "attack": f"PGD L2 eps={eps}, {steps} steps", "refine_steps": refine_steps,
-           "clean_distance": float(clean.mean()), "models": {}}
-    for name in models:
-        model = zoo.load(name)
-        x_adv = attacks.pgd(model, test.x, test.y, eps=eps, alpha=2.5 * eps / steps, steps=steps, norm="l2",
-                            generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            fooled = model(x_adv).argmax(1) != test.y
-        dist = interpret.manifold_distance(vae, x_adv, refine_steps=refine_steps)
-        out["models"][name] = {"success_rate": float(fooled.float().mean()),
-                               "distance_successful": float(dist[fooled].mean()) if fooled.any() else None,
-                               "distance_all": float(dist.mean()),
-                               "increase_over_clean": float((dist - clean)[fooled].mean()) if fooled.any() else None}
-    return out
+def _per_digit_repeat_scores(fractions, correct: dict[str, Tensor], mode: str) -> dict[str, Tensor]:
+    """name -> (repeats, N_test) the score per repeat and digit, against the random ranking of the
+    same repeat (their mean over repeats is ``_per_digit_scores``)."""
+    w = _trapezoid_weights(fractions)[None, :, None]
+    sign = 1.0 if mode == "roar" else -1.0
+    c = {k: v.double() for k, v in correct.items()}  # (R, F, N)
+    return {k: sign * ((c["random"] - v) * w).sum(1) for k, v in c.items() if k != "random"}
 
 
 def run_generation(*, n: int = 200, eps: float = 6.0, steps: int = 100, restarts: int = 4, root=None,
@@ -337,9 +286,7 @@ def run_robust_overfitting(*, n_train: int = 4000, epochs: int = 60, eps: float 
 
 
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "alignment": run_alignment, "transfer": run_transfer, "fgsm_table": run_fgsm_table, "roar_kar": run_roar_kar,
-    "roar_kar_zero_fill": functools.partial(run_roar_kar, fill=0.0), "roar_fills": run_roar_fills,
-    "manifold": run_manifold,
+    "transfer": run_transfer, "fgsm_table": run_fgsm_table, "roar_fills": run_roar_fills,
     "generation": run_generation, "toy_2d": run_toy_2d, "tradeoff": run_tradeoff,
     "robust_overfitting": run_robust_overfitting,
 }

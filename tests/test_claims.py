@@ -35,6 +35,12 @@ def test_bootstrap_verdict_flips_when_the_effect_is_removed():
     assert claims.paired_bootstrap(with_effect, seed=3) == claims.paired_bootstrap(with_effect, seed=3)
     with pytest.raises(ValueError, match="at least 2 finite"):
         claims.paired_bootstrap(np.array([1.0]))
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        claims.paired_bootstrap(np.ones((2, 2, 2)))
+    # (repeats, N): one repeat is the 1-D bootstrap; repeats that agree narrow nothing away.
+    assert claims.paired_bootstrap(with_effect[None, :]) == claims.paired_bootstrap(with_effect)
+    two_stage = claims.paired_bootstrap(np.stack([with_effect + 0.5, with_effect - 0.5]))
+    assert two_stage[0] == pytest.approx(0.3) and two_stage[1] < low and two_stage[2] > high
     with pytest.raises(ValueError, match="level"):
         claims.paired_bootstrap(with_effect, level=1.0)
 
@@ -86,6 +92,32 @@ def test_generation_claim_is_inconclusive_when_the_models_are_the_same(monkeypat
     assert row["judge_agrees"] == row["judge_agrees_from_x_alone"]
 
 
+def test_manifold_claim_compares_every_model_on_the_same_digits(monkeypatch):
+    c = claims.claim_l2_robust_adversarials_nearer_manifold(n=24, steps=10, refine_steps=5)
+    assert c.detail["models"] == ["mnist-standard", "mnist-pgd-linf-0.3", "mnist-pgd-l2-2.0", "mnist-trades-linf-0.3"]
+    common = c.detail["digits_broken_for_all"]
+    assert 0 <= common <= min(round(r * 24) for r in c.detail["success_rate"].values())
+    if common >= 2:
+        d = c.detail["mean_distance_on_common_digits"]
+        assert c.effect == pytest.approx(d["mnist-standard"] - d["mnist-pgd-l2-2.0"])
+    # The same network on both sides: no effect, whatever the digits.
+    same = zoo.load("mnist-standard")
+    real_load = zoo.load
+    monkeypatch.setattr(zoo, "load", lambda name: same if name in c.detail["models"] else real_load(name))
+    removed = claims.claim_robust_adversarials_nearer_manifold(n=12, steps=10, refine_steps=5)
+    assert removed.effect == 0.0 and removed.verdict == "inconclusive"
+    assert removed.detail["digits_broken_for_all"] == round(removed.detail["success_rate"]["mnist-standard"] * 12)
+
+
+def test_independent_randomisation_claim_reads_every_layer():
+    c = claims.claim_robust_maps_changed_most_by_first_layer(n=12)
+    layers = c.detail["mean_spearman_abs_per_layer"]
+    assert set(layers) == {"mnist-pgd-linf-0.3", "mnist-standard"} and c.detail["mode"].startswith("independent")
+    robust = list(layers["mnist-pgd-linf-0.3"].values())  # from the logits down to the first convolution
+    assert len(robust) >= 3 and all(-1 <= r <= 1 for r in robust)
+    assert c.detail["mean_margin"]["mnist-pgd-linf-0.3"] == pytest.approx(c.effect)
+
+
 def test_alignment_distance_claim_reports_every_model():
     c = claims.claim_alignment_grows_with_boundary_distance(n=40, steps=20)
     assert set(c.detail["models"]) == {"mnist-standard", "mnist-pgd-l2-2.0", "mnist-pgd-linf-0.3"}
@@ -98,13 +130,15 @@ def test_alignment_distance_claim_reports_every_model():
 
 
 def _fake_roar_fills(folder, robust, image):
-    """A roar_fills.json whose per-digit ROAR and KAR scores are the given arrays."""
-    per_digit = {"gradient (robust)": list(robust), "gradient (standard)": list(np.zeros(len(robust))),
-                 "image": list(image), "edge": list(np.zeros(len(robust)))}
-    scores = {k: [float(np.mean(v))] for k, v in per_digit.items()}
-    entry = {"fractions": [0.1, 0.5], "roar_scores": scores, "roar_per_digit": per_digit,
-             "kar_scores": scores, "kar_per_digit": per_digit}
-    (folder / "roar_fills.json").write_text(json.dumps({"data": "synthetic", "repeats": 1, "epochs": 1,
+    """A roar_fills.json whose ROAR and KAR scores per repeat and digit are the given (repeats, N) arrays."""
+    robust, image = np.atleast_2d(robust), np.atleast_2d(image)
+    per = {"gradient (robust)": robust.tolist(), "gradient (standard)": np.zeros_like(robust).tolist(),
+           "image": image.tolist(), "edge": np.zeros_like(robust).tolist()}
+    scores = {k: np.mean(v, axis=1).tolist() for k, v in per.items()}
+    per_digit = {k: np.mean(v, axis=0).tolist() for k, v in per.items()}
+    entry = {"fractions": [0.1, 0.5], **{f"{m}_{k}": v for m in ("roar", "kar") for k, v in
+                                        (("scores", scores), ("per_digit", per_digit), ("per_digit_repeats", per))}}
+    (folder / "roar_fills.json").write_text(json.dumps({"data": "synthetic", "repeats": len(robust), "epochs": 1,
                                                         "fills": {"impute": entry}}))
 
 
@@ -119,25 +153,52 @@ def test_roar_claims_flip_with_the_stored_per_digit_scores(tmp_path):
     _fake_roar_fills(tmp_path, base, rng.permutation(base))
     c = claims.claim_roar_robust_gradient_beats_image_control(results=tmp_path)
     assert c.verdict == "inconclusive" and c.detail["fill"] == "impute"
-    with pytest.raises(ValueError, match="fill 'mean' has no per-digit KAR scores"):
+    # Three retraining seeds that agree on each digit support the effect; seeds that disagree as
+    # much as the effect (one far above, one far below) make it inconclusive: the interval covers
+    # the seeds, not only the digits.
+    _fake_roar_fills(tmp_path, np.stack([base + 0.05] * 3), np.stack([base] * 3))
+    assert claims.claim_roar_robust_gradient_beats_image_control(results=tmp_path).verdict == "supported"
+    _fake_roar_fills(tmp_path, np.stack([base + 0.45, base + 0.05, base - 0.35]), np.stack([base] * 3))
+    c = claims.claim_roar_robust_gradient_beats_image_control(results=tmp_path)
+    assert c.effect == pytest.approx(0.05) and c.verdict == "inconclusive"
+    with pytest.raises(ValueError, match="fill 'mean' has no per-repeat, per-digit KAR scores"):
         claims.claim_kar_robust_gradient_beats_image_control(fill="mean", results=tmp_path)
     with pytest.raises(FileNotFoundError, match="robustlab.experiments roar_fills"):
         claims.claim_roar_robust_gradient_beats_standard(results=tmp_path / "nothing")
 
 
-def test_measure_all_resumes_from_its_file(tmp_path, monkeypatch):
+def test_measure_all_remeasures_and_resumes_only_an_interrupted_run(tmp_path, monkeypatch):
     calls = []
 
-    def fake(**kwargs):
-        calls.append(1)
-        return claims.make_claim("fake", "A fake claim.", torch.full((10,), 1.0) + torch.arange(10) * 0.01, {})
+    def fake(name, effect):
+        def measure(**kwargs):
+            calls.append(effect)
+            if effect == "kill":
+                raise KeyboardInterrupt
+            return claims.make_claim(name, "A fake claim.", torch.full((10,), effect) + torch.arange(10) * 0.01, {})
+        return measure
 
-    monkeypatch.setattr(claims.registry, "CLAIMS", {"fake": fake})
+    monkeypatch.setattr(claims.registry, "CLAIMS", {"a": fake("a", 1.0), "b": fake("b", -1.0)})
     out = tmp_path / "claims.json"
     first = claims.measure_all(out=out)
-    assert first[0]["verdict"] == "supported" and json.loads(out.read_text())[0]["name"] == "fake"
+    assert [c["verdict"] for c in first] == ["supported", "not supported"] and len(calls) == 2
+    assert not claims.registry.partial_path(out).exists()
+    # A finished file is never reused: a second run measures everything again.
     claims.measure_all(out=out)
-    assert len(calls) == 1  # the second run found it in the file
+    assert len(calls) == 4
+    # Naming one claim remeasures it and keeps the other's stored record.
+    monkeypatch.setitem(claims.registry.CLAIMS, "b", fake("b", 2.0))
+    both = claims.measure_all(["b"], out=out)
+    assert len(calls) == 5 and [c["verdict"] for c in both] == ["supported", "supported"]
+    # Killed during the second claim: the rerun resumes from the partial file, not from scratch.
+    monkeypatch.setitem(claims.registry.CLAIMS, "b", fake("b", "kill"))
+    with pytest.raises(KeyboardInterrupt):
+        claims.measure_all(out=out)
+    assert [c["name"] for c in json.loads(claims.registry.partial_path(out).read_text())["claims"]] == ["a"]
+    monkeypatch.setitem(claims.registry.CLAIMS, "b", fake("b", -1.0))
+    claims.measure_all(out=out)
+    assert calls[-2:] == ["kill", -1.0] and calls.count(1.0) == 3  # "a" was not measured again after the kill
+    assert [c["verdict"] for c in json.loads(out.read_text())] == ["supported", "not supported"]
     with pytest.raises(ValueError, match="unknown claims"):
         claims.measure_all(["nope"])
 
@@ -169,6 +230,19 @@ def test_marker_check_flags_an_asserted_claim_that_did_not_hold():
     assert claims.marker_problems(asserted, stored) == []
     assert "unknown claim 'made_up'" in claims.marker_problems("<!-- claim: made_up -->", stored)[0]
     assert "not measured" in claims.marker_problems("<!-- claim: robust_maps_set_by_first_layer -->", stored)[0]
+    # The spelling of a marker cannot dodge the check: spacing, case and lists are read ...
+    stored["robust_gradients_align_with_image"]["verdict"] = "not supported"
+    for variant in ("<!--claim:robust_gradients_align_with_image-->",
+                    "<!-- CLAIM:  robust_gradients_align_with_image -->",
+                    "<!-- claim: toy_2d_robust_gradients_follow_data, robust_gradients_align_with_image -->",
+                    "<!--\n claim:\n robust_gradients_align_with_image\n-->"):
+        assert any("not supported" in p for p in claims.marker_problems(variant, stored)), variant
+    # ... and a comment that mentions a claim without being a marker is an error, not ignored.
+    for broken in ("<!-- claims: robust_gradients_align_with_image -->",
+                   "<!-- claim robust_gradients_align_with_image -->",
+                   "<!-- claim: -->", "<!-- claim: Robust-Gradients -->", "<!-- claim-reportd: x -->"):
+        assert any("malformed claim marker" in p for p in claims.marker_problems(broken, stored)), broken
+    assert claims.marker_problems("<!-- a comment about something else -->", stored) == []
 
 
 def test_pages_assert_only_supported_claims():

@@ -167,6 +167,10 @@ def test_road_ranks_the_faithful_map_above_the_controls(patch_model):
     for name, gap in gaps.items():
         assert gap.shape == (400,) and float(gap.mean()) == pytest.approx(scores[name]["gap"])
     assert float((gaps["faithful"] > gaps["image"]).double().mean()) > 0.5
+    # Per draw of the imputation noise: one row per draw, averaging to the default.
+    per_draw = it.road_gap_per_image(res, per_draw=True)
+    for name, gap in per_draw.items():
+        assert gap.shape == (2, 400) and torch.allclose(gap.mean(0), gaps[name])
     with pytest.raises(ValueError, match="both orders"):
         it.road_gap_per_image(it.road(patch_model, x[:8], y[:8], {"image": x[:8]}, orders=("morf",)))
 

@@ -32,9 +32,11 @@ from .alignment import (
 )
 from .faithfulness import (
     claim_kar_robust_gradient_beats_image_control,
+    claim_kar_robust_gradient_beats_random_weights,
     claim_kar_robust_gradient_beats_standard,
     claim_road_favours_robust_gradients_over_controls,
     claim_roar_robust_gradient_beats_image_control,
+    claim_roar_robust_gradient_beats_random_weights,
     claim_roar_robust_gradient_beats_standard,
 )
 from .generation import (
@@ -44,14 +46,23 @@ from .generation import (
     claim_l2_robust_generation_looks_like_target,
     claim_linf_robust_generation_looks_like_target,
 )
-from .manifold import claim_robust_adversarials_nearer_manifold, claim_robust_adversarials_nearer_vaegan_manifold
-from .registry import CLAIMS, MARKER, PAGES, main, marker_problems, measure_all, pages_stating
-from .sanity import claim_robust_maps_insensitive_to_top_layer, claim_robust_maps_set_by_first_layer
+from .manifold import (
+    claim_l2_robust_adversarials_nearer_manifold,
+    claim_robust_adversarials_nearer_manifold,
+    claim_robust_adversarials_nearer_vaegan_manifold,
+)
+from .registry import CLAIMS, MARKER, PAGES, main, marker_problems, markers, measure_all, pages_stating
+from .sanity import (
+    claim_robust_maps_changed_most_by_first_layer,
+    claim_robust_maps_insensitive_to_top_layer,
+    claim_robust_maps_set_by_first_layer,
+)
 from .toys import claim_toy_2d_robust_gradients_follow_data
 from .tradeoff import claim_clean_accuracy_falls_with_training_eps
 
 __all__ = ["VERDICTS", "Claim", "verdict", "paired_bootstrap", "bootstrap", "make_claim", "CLAIMS", "PAGES",
-           "MARKER", "marker_problems", "pages_stating", "measure_all", "main", "JUDGE", "STANDARD", "ROBUST",
+           "MARKER", "markers", "marker_problems", "pages_stating", "measure_all", "main", "JUDGE", "STANDARD",
+           "ROBUST",
            "L2_ROBUST",
            "claim_alignment_grows_with_boundary_distance",
            "claim_l2_robust_gradients_align_with_image",
@@ -59,12 +70,14 @@ __all__ = ["VERDICTS", "Claim", "verdict", "paired_bootstrap", "bootstrap", "mak
            "claim_madry_l2_gradients_align_with_image",
            "claim_l2_robust_generation_judged_by_madry_model", "MADRY_JUDGE",
            "claim_robust_alignment_beats_random_weights",
-           "claim_robust_gradients_align_with_image",
+           "claim_robust_gradients_align_with_image", "claim_robust_maps_changed_most_by_first_layer",
+           "claim_l2_robust_adversarials_nearer_manifold",
            "claim_road_favours_robust_gradients_over_controls",
            "claim_roar_robust_gradient_beats_standard",
            "claim_roar_robust_gradient_beats_image_control",
            "claim_kar_robust_gradient_beats_image_control",
            "claim_kar_robust_gradient_beats_standard",
+           "claim_roar_robust_gradient_beats_random_weights", "claim_kar_robust_gradient_beats_random_weights",
            "claim_l2_robust_generation_looks_like_target",
            "claim_linf_robust_generation_looks_like_target",
            "claim_robust_adversarials_nearer_manifold", "claim_robust_adversarials_nearer_vaegan_manifold",

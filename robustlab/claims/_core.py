@@ -55,7 +55,10 @@ def paired_bootstrap(diff: Tensor | np.ndarray, *, resamples: int = 2000, level:
 
     Args:
         diff: (N,) per-example differences (e.g. metric of model A minus model B on the same
-            digits), N >= 2.
+            digits), N >= 2; or (R, N): the same N digits under R repeats (retraining seeds,
+            noise draws), R >= 1. A 2-D ``diff`` is resampled in two stages, the repeats and the
+            digits (each with replacement), so the interval covers both sources of variation;
+            with R = 1 it is the 1-D bootstrap.
         resamples: bootstrap resamples.
         level: confidence level, in (0, 1).
         seed: seed of the resampling.
@@ -64,14 +67,23 @@ def paired_bootstrap(diff: Tensor | np.ndarray, *, resamples: int = 2000, level:
         ``(mean, low, high)``.
     """
     d = np.asarray(diff.detach().cpu().double().numpy() if isinstance(diff, Tensor) else diff, dtype=np.float64)
-    if d.ndim != 1 or d.size < 2 or not np.isfinite(d).all():
-        raise ValueError(f"diff must be a 1-D array of at least 2 finite values, got shape {d.shape}")
+    if d.ndim == 2 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim not in (1, 2) or d.shape[-1] < 2 or not np.isfinite(d).all():
+        raise ValueError(f"diff must be a 1-D array of at least 2 finite values, or a 2-D (repeats, N) one with "
+                         f"N >= 2, got shape {d.shape}")
     check_number(resamples, "resamples", low=1, integer=True)
     check_number(level, "level", low=0.0, strict=True)
     if not level < 1:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    if d.ndim == 1:
+        means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    else:
+        r, n = d.shape
+        rows = rng.integers(0, r, size=(resamples, r))
+        cols = rng.integers(0, n, size=(resamples, n))
+        means = np.array([d[np.ix_(i, j)].mean() for i, j in zip(rows, cols)])
     tail = (1 - level) / 2
     return float(d.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
@@ -114,7 +126,7 @@ def bootstrap(statistic: Callable[..., float], *arrays: Tensor | np.ndarray, res
 
 
 def make_claim(name: str, statement: str, diff: Tensor | np.ndarray, detail: dict[str, Any]) -> Claim:
-    """A :class:`Claim` from per-example differences (positive: the statement holds), with the
-    paired bootstrap interval of their mean."""
+    """A :class:`Claim` from per-example differences (positive: the statement holds), (N,) or
+    (repeats, N), with the paired bootstrap interval of their mean (:func:`paired_bootstrap`)."""
     mean, low, high = paired_bootstrap(diff)
     return Claim(name, statement, mean, low, high, verdict(low, high), detail)

@@ -32,7 +32,7 @@ from .generation import OPTIMISERS, Ensemble, GenerationResult, targeted_generat
 from .manifold import manifold_distance, project
 from .road import RoadResult, noisy_linear_impute, road, road_gap_per_image, road_scores
 from .roar import FILLS, FRACTIONS, RoarKarResult, fill_removed, mask_top, roar_kar, roar_kar_scores
-from .sanity import RandomizationResult, randomization_test, randomize_layers, rank_correlation
+from .sanity import RandomizationResult, randomizable_layers, randomization_test, randomize_layers, rank_correlation
 from .toys import (
     gradient_alignment_2d,
     kim_2d_data,
@@ -64,7 +64,7 @@ __all__ = [
     "edge_attribution",
     "RandomizationResult",
     "randomization_test",
-    "randomize_layers",
+    "randomizable_layers", "randomize_layers",
     "rank_correlation",
     "alignment",
     "etmann_alignment",

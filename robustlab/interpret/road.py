@@ -200,10 +200,12 @@ def road(model: nn.Module, x: Tensor, y: Tensor, attributions: Mapping[str, Tens
                       out["morf"], out["lerf"])
 
 
-def road_gap_per_image(result: RoadResult) -> dict[str, Tensor]:
+def road_gap_per_image(result: RoadResult, *, per_draw: bool = False) -> dict[str, Tensor]:
     """Per attribution, (N,) the LeRF area minus the MoRF area of each image's correctness
     (averaged over the noise draws; trapezoid rule over the fractions, divided by their span):
     its mean is ``road_scores(result)[name]["gap"]``, and a bootstrap over images gives an interval.
+    With ``per_draw``, (repeats, N): one row per draw of the imputation noise (their mean over
+    rows is the default), for an interval over draws and images together.
     """
     if not result.morf_correct or not result.lerf_correct:
         raise ValueError("road_gap_per_image needs a RoadResult of both orders with per-image correctness: "
@@ -214,8 +216,9 @@ def road_gap_per_image(result: RoadResult) -> dict[str, Tensor]:
                          "run road with sorted fractions")
     span = float(f[-1] - f[0])
 
-    def area(right: Tensor) -> Tensor:  # (repeats, F, N) -> (N,)
-        return torch.trapezoid(right.double().mean(0).T, f, dim=1) / span
+    def area(right: Tensor) -> Tensor:  # (repeats, F, N) -> (repeats, N), or (N,) averaged over draws
+        per = torch.trapezoid(right.double().transpose(1, 2), f, dim=2) / span
+        return per if per_draw else per.mean(0)
 
     return {name: area(result.lerf_correct[name]) - area(result.morf_correct[name]) for name in result.morf_correct
             if name in result.lerf_correct}
