@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/smoothing.py
 	$(BIN)/python bench/saliency.py
+	$(BIN)/python bench/book.py
 	$(BIN)/python bench/explorer.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/grading.py
 
@@ -125,7 +126,7 @@ bounds-results: $(STAMP)
 # The robustness-interpretability experiments on the zoo (results/interpret/*.json): about an hour
 # on a 2-core CPU, most of it the ROAR/KAR fill comparison (4 fills x ROAR and KAR x 3 retrainings
 # x 6 rankings: the two gradients, three controls and random; resumable fill by fill). Then every
-# claim, each measured with a control and a bootstrap interval (results/claims.json, about 20
+# claim, each measured with a control and a bootstrap interval (results/claims.json, about 5
 # minutes; always remeasured, a killed run resumes claim by claim).
 interpret-results: $(STAMP)
 	$(BIN)/python -m robustlab.experiments --out results/interpret

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -52,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True,
                                 check=True).stdout.strip()
         start = time.perf_counter()
+        # The pages import robustlab from the clone, not from this checkout's editable install.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(clone), os.environ.get("PYTHONPATH")]))}
         result = subprocess.run([str(jb), "build", "--all", "-W", "--keep-going", str(clone)], cwd=clone,
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
         if result.returncode != 0:
             print(result.stdout[-3000:] + result.stderr[-3000:])

@@ -119,7 +119,7 @@ def test_main_writes_json(tmp_path):
         ex.main(["nothing"])
 
 
-def test_roar_fills_runs_every_fill_with_the_model_free_controls(monkeypatch):
+def test_roar_fills_runs_every_fill_with_every_control(monkeypatch):
     seen, results = [], []
 
     def fake_roar_kar(train, test, attributions, *, fill, kar, repeats, epochs, seed, progress):

@@ -3,8 +3,9 @@
 Each ``claim_*`` function measures one claim of the seed papers or the book on the zoo and
 returns a :class:`Claim`: the effect, signed so that a positive value is what the sentence
 asserts, a 95 % confidence interval (a bootstrap over digits; over seeds for the 2-D toy, whose
-models are retrained per seed; for ROAR/KAR over test digits of scores averaged over the
-retrainings, whose per-seed spread is in the detail) and a verdict from
+models are retrained per seed; for ROAR/KAR a two-stage bootstrap over the retraining seeds and
+the test digits, and for ROAD over the imputation-noise draws and the digits, each widened to
+contain the t-interval of the per-seed means) and a verdict from
 :func:`verdict`: "supported" when the whole interval is above 0, "not supported" when it is
 below, "inconclusive" when it contains 0. A failed or inconclusive claim is a result too, and
 the book says so where it states the claim.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+import scipy.stats
 from torch import Tensor
 
 from .._checks import check_number
@@ -58,7 +59,10 @@ def paired_bootstrap(diff: Tensor | np.ndarray, *, resamples: int = 2000, level:
             digits), N >= 2; or (R, N): the same N digits under R repeats (retraining seeds,
             noise draws), R >= 1. A 2-D ``diff`` is resampled in two stages, the repeats and the
             digits (each with replacement), so the interval covers both sources of variation;
-            with R = 1 it is the 1-D bootstrap.
+            with R = 1 it is the 1-D bootstrap. A percentile bootstrap over a handful of repeats
+            cannot reach beyond the repeats it has, so for R >= 2 the interval is widened to
+            contain Student's t-interval of the R per-repeat means as well (the wider of the two
+            at each end).
         resamples: bootstrap resamples.
         level: confidence level, in (0, 1).
         seed: seed of the resampling.
@@ -69,9 +73,9 @@ def paired_bootstrap(diff: Tensor | np.ndarray, *, resamples: int = 2000, level:
     d = np.asarray(diff.detach().cpu().double().numpy() if isinstance(diff, Tensor) else diff, dtype=np.float64)
     if d.ndim == 2 and d.shape[0] == 1:
         d = d[0]
-    if d.ndim not in (1, 2) or d.shape[-1] < 2 or not np.isfinite(d).all():
+    if d.ndim not in (1, 2) or d.shape[0] < 1 or d.shape[-1] < 2 or not np.isfinite(d).all():
         raise ValueError(f"diff must be a 1-D array of at least 2 finite values, or a 2-D (repeats, N) one with "
-                         f"N >= 2, got shape {d.shape}")
+                         f"repeats >= 1 and N >= 2, got shape {d.shape}")
     check_number(resamples, "resamples", low=1, integer=True)
     check_number(level, "level", low=0.0, strict=True)
     if not level < 1:
@@ -85,7 +89,12 @@ def paired_bootstrap(diff: Tensor | np.ndarray, *, resamples: int = 2000, level:
         cols = rng.integers(0, n, size=(resamples, n))
         means = np.array([d[np.ix_(i, j)].mean() for i, j in zip(rows, cols)])
     tail = (1 - level) / 2
-    return float(d.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    low, high = float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    if d.ndim == 2:
+        per_repeat = d.mean(axis=1)
+        half = float(scipy.stats.t.ppf(1 - tail, df=d.shape[0] - 1) * per_repeat.std(ddof=1) / np.sqrt(d.shape[0]))
+        low, high = min(low, float(d.mean()) - half), max(high, float(d.mean()) + half)
+    return float(d.mean()), low, high
 
 
 def bootstrap(statistic: Callable[..., float], *arrays: Tensor | np.ndarray, resamples: int = 2000,

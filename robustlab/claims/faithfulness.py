@@ -1,4 +1,5 @@
-"""Claims about the faithfulness of attribution maps: ROAD and ROAR against model-free controls."""
+"""Claims about the faithfulness of attribution maps: ROAD and ROAR/KAR against controls (model-free maps
+and a randomly initialised network's gradient)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def claim_road_favours_robust_gradients_over_controls(*, n: int = 500, root=None
                                     "edge": "Sobel edge magnitude of the image",
                                     "random weights": f"gradient of {ROBUST} with every layer re-initialised"},
                        "imputation_noise": f"{draws} draws (seeds {seed}..{seed + draws - 1}); the interval is a "
-                                           "two-stage bootstrap over the draws and the digits",
+                                           "two-stage bootstrap over the draws and the digits, widened to contain "
+                                           "the t-interval of the per-draw means",
                        "mean_gap": {k: float(v.mean()) for k, v in gaps.items()},
                        "gap_per_draw": {k: [round(float(r), 4) for r in v.mean(1)] for k, v in gaps.items()}})
 
@@ -71,7 +73,8 @@ def _roar_claim(name: str, statement: str, better: str, worse: str, *, fill: str
     return make_claim(name, statement, diff, {
         "data": r["data"], "fill": fill, "order": "MoRF (ROAR)" if mode == "roar" else "LeRF (KAR)",
         "retraining": f"{r['repeats']} retrainings per point, {r['epochs']} epochs each; the interval is a two-stage "
-                      "bootstrap over the retraining seeds and the test digits",
+                      "bootstrap over the retraining seeds and the test digits, widened to contain the t-interval "
+                      "of the per-seed means",
         "controls": r.get("controls", {}),
         "scores_per_repeat": {k: entry[f"{mode}_scores"][k] for k in (better, worse)},
         "scores_every_fill": {f: {k: float(np.mean(v)) for k, v in e[f"{mode}_scores"].items()}

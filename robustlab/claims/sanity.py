@@ -59,6 +59,10 @@ def claim_robust_maps_changed_most_by_first_layer(*, n: int = 200, root=None, se
     for m in (ROBUST, STANDARD):
         res = interpret.randomization_test(zoo.load(m), test.x, test.y, lambda mm, x, t: saliency.gradient(mm, x, t),
                                            mode="independent", generator=torch.Generator().manual_seed(seed))
+        first_layer = dict(zoo.load(m).named_modules())[res.layers[-1]]
+        if not isinstance(first_layer, torch.nn.Conv2d):  # randomizable_layers lists them from the logits down
+            raise ValueError(f"{m}: the last randomised layer, {res.layers[-1]!r}, is a {type(first_layer).__name__}, "
+                             "not the first convolution; this claim needs a network that starts with a Conv2d")
         upper, first = res.spearman_abs[:-1], res.spearman_abs[-1]  # layers from the logits down
         margin[m] = upper.min(0).values - first
         per_layer[m] = {layer: float(r.mean()) for layer, r in zip(res.layers, res.spearman_abs)}
